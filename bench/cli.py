@@ -1,0 +1,287 @@
+"""The ``bench`` command line: thin wrappers, the logic lives in the modules they call."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from .errors import BenchError, unknown_name
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but an unknown sub-command or choice gets "did you mean" and a one-line error."""
+
+    def error(self, message: str) -> None:  # noqa: D401
+        import re
+
+        m = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+        if m:
+            known = re.findall(r"'([^']*)'", m.group(2)) or [s.strip() for s in m.group(2).split(",")]
+            message = str(unknown_name("command" if self.prog.count(" ") < 2 else "choice", m.group(1), known))
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _table(rows: list[dict[str, Any]], fmt: str = "table") -> str:
+    if not rows:
+        return "(none)"
+    if fmt == "csv":
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+        w.writeheader()
+        w.writerows(rows)
+        return buf.getvalue().rstrip("\n")
+    from tabulate import tabulate
+
+    return tabulate(rows, headers="keys", tablefmt="github", disable_numparse=True)
+
+
+# --- ls --------------------------------------------------------------------------------------------
+def cmd_ls(args: argparse.Namespace) -> int:
+    rows: list[dict[str, Any]] = []
+    if args.what == "methods":
+        from .registry import METHODS, load_method_class
+
+        for name in METHODS:
+            cls = load_method_class(name)
+            rows.append({"name": name, "display": cls.display_name, "family": cls.family,
+                         "trainable": "yes" if cls.trainable else "no", "params": _param_count(cls),
+                         "version": cls.version})
+    elif args.what == "datasets":
+        from .data.manifest import dataset_names, load_manifest, lock_path
+
+        for name in dataset_names():
+            m = load_manifest(name)
+            state = "in place" if m.kind == "indexed" else ("prepared" if _prepared(m, lock_path) else "not prepared")
+            rows.append({"name": name, "kind": m.kind, "paired": "yes" if m.paired else "no",
+                         "splits": " ".join(f"{s}:{len(p)}" for s, p in m.splits.items()), "state": state,
+                         "description": m.description})
+    else:
+        from .metrics import METRICS
+
+        for mt in METRICS.values():
+            rows.append({"name": mt.name, "better": {True: "higher", False: "lower", None: "n/a"}[mt.higher_is_better],
+                         "reference": "yes" if mt.needs_reference else "no", "default": "yes" if mt.default else "no",
+                         "version": mt.version, "definition": mt.definition})
+    print(_table(rows, args.format))
+    return 0
+
+
+def _param_count(cls) -> int:
+    if not cls.trainable:
+        return 0
+    import torch
+
+    method = cls(cls.Config())
+    method.setup(torch.device("cpu"), None)
+    return method.trainable_parameters()
+
+
+def _prepared(m, lock_path) -> bool:
+    if m.kind in ("lock", "distorted", "demo"):
+        return lock_path(m).exists()
+    return any(m.file_path(p.low).exists() for ps in m.splits.values() for p in ps[:1])
+
+
+# --- data ------------------------------------------------------------------------------------------
+def cmd_data(args: argparse.Namespace) -> int:
+    from .data.manifest import load_manifest, locked, verify_pairs
+
+    if args.data_cmd == "prepare":
+        from .data.prepare import prepare
+
+        report = prepare(args.name, args.root, args.split, args.partial, args.jobs, progress=not args.quiet)
+        print("\n".join(report.lines()))
+        return 0
+    if args.data_cmd == "index":
+        from .data.index import index_folder
+
+        report = index_folder(args.name, args.low, args.high, args.train_fraction, args.val_fraction, args.seed,
+                              progress=not args.quiet)
+        print(f"indexed {args.name}: " + ", ".join(f"{s} {n}" for s, n in report.splits.items())
+              + f"; manifest {report.root}")
+        return 0
+    m = load_manifest(args.name)
+    if args.data_cmd == "verify":
+        lm = locked(m)
+        bad = 0
+        for split in ([args.split] if args.split else list(lm.splits)):
+            pairs = lm.split(split)
+            problems = verify_pairs(lm, pairs, progress=not args.quiet)
+            missing = sum("missing" in p for p in problems)
+            if problems and missing == len(problems) and missing >= len(pairs) and not args.split:
+                print(f"{split}: not prepared ({len(pairs)} pairs)")
+                continue
+            bad += len(problems)
+            status = "ok" if not problems else f"{len(problems)} problem(s): " + "; ".join(problems[:5])
+            print(f"{split}: {len(pairs)} pairs, {status}, fingerprint {lm.fingerprint(split)[:16]}")
+        if bad:
+            raise BenchError(f"{m.name}: {bad} file(s) missing or altered; re-run bench data prepare {m.name}")
+        return 0
+    # show
+    print(f"name:        {m.name} (version {m.version}, {m.kind})")
+    print(f"description: {m.description}")
+    print(f"paired:      {'yes' if m.paired else 'no (no-reference metrics only)'}")
+    print(f"files:       {m.root}")
+    if m.split_rule:
+        print(f"split rule:  {m.split_rule}")
+    for key in ("how_to_get", "resolution_rule", "gt_format", "fivek_input_mode"):
+        if m.source.get(key):
+            print(f"{key + ':':<13}{m.source[key]}")
+    for split, pairs in m.splits.items():
+        ids = [p.id for p in pairs]
+        shown = ", ".join(ids[:8]) + (f", ... ({len(ids)} in all)" if len(ids) > 8 else "")
+        print(f"split {split}: {len(pairs)} pairs, fingerprint {m.fingerprint(split)[:16]}: {shown}")
+    return 0
+
+
+# --- run / eval ------------------------------------------------------------------------------------
+def _parse_sets(items: Sequence[str]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise BenchError(f"--set expects key=value, got {item!r}")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def _metrics_table(rows: list[dict[str, Any]]) -> str:
+    def num(x: str, digits: int) -> str:
+        try:
+            return f"{float(x):.{digits}f}"
+        except ValueError:
+            return x
+
+    return _table([{"metric": r["metric"], "mean": num(r["mean"], 4), "std": num(r["std"], 4), "n": r["n"]}
+                   for r in rows])
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .run import RunSpec, execute
+
+    spec = RunSpec(method=args.method, dataset=args.dataset, split=args.split, profile=args.profile, seed=args.seed,
+                   overrides=_parse_sets(args.set), weights=args.weights, limit=args.limit, device=args.device,
+                   force=args.force, metrics=args.metrics, progress=not args.quiet)
+    result = execute(spec)
+    print(f"run directory: {result.run_dir}" + ("  (complete run reused; --force to redo)" if result.reused else ""))
+    print(_metrics_table(result.metrics))
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .evaluate import rescore
+
+    rows = rescore(args.run_dir, args.metrics, progress=not args.quiet)
+    print(f"re-scored {args.run_dir}")
+    print(_metrics_table(rows))
+    return 0
+
+
+def cmd_perf(args: argparse.Namespace) -> int:
+    from .perf import run_perf
+
+    return run_perf(args)
+
+
+# --- parser ----------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    fmt = argparse.RawDescriptionHelpFormatter
+    p = _Parser(prog="bench", description="Benchmark and reproduction harness for DSN (ICCV 2021) and its baselines.",
+                formatter_class=fmt, epilog="examples:\n  bench ls methods\n  bench run --method identity --dataset demo\n"
+                "  bench data prepare lol --root ~/Downloads/LOLdataset.zip")
+    quiet = argparse.ArgumentParser(add_help=False)
+    quiet.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    sub = p.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
+    _add = sub.add_parser
+    sub.add_parser = lambda *a, **k: _add(*a, parents=[quiet], **k)  # every command takes -q
+
+    ls = sub.add_parser("ls", help="list methods, datasets or metrics", formatter_class=fmt,
+                        epilog="examples:\n  bench ls methods\n  bench ls datasets --format csv")
+    ls.add_argument("what", choices=["methods", "datasets", "metrics"])
+    ls.add_argument("--format", choices=["table", "csv"], default="table")
+    ls.set_defaults(fn=cmd_ls)
+
+    data = sub.add_parser("data", help="prepare, verify, show or index datasets", formatter_class=fmt,
+                          epilog="examples:\n  bench data prepare lol-485-15 --root ~/LOLdataset --split test\n"
+                          "  bench data verify lol\n  bench data index mine --low shots/low --high shots/high")
+    dsub = data.add_subparsers(dest="data_cmd", required=True, parser_class=_Parser)
+    _dadd = dsub.add_parser
+    dsub.add_parser = lambda *a, **k: _dadd(*a, parents=[quiet], **k)
+    prep = dsub.add_parser("prepare", help="check a download against a manifest and put it in place",
+                           formatter_class=fmt, epilog="examples:\n  bench data prepare lol --root LOLdataset.zip\n"
+                           "  bench data prepare fivek-distorted --root fivek/expertC --partial --jobs 2\n"
+                           "  bench data prepare demo")
+    prep.add_argument("name")
+    prep.add_argument("--root", type=Path, help="the user's download: a folder or a zip")
+    prep.add_argument("--split", help="prepare this split alone (e.g. test)")
+    prep.add_argument("--partial", action="store_true",
+                      help="FiveK only: build from the files present; runs are marked partial")
+    prep.add_argument("--jobs", type=int, default=None, help="worker processes (fivek-distorted)")
+    for name, helptext in (("verify", "re-hash the prepared files"), ("show", "describe a dataset and its splits")):
+        sp = dsub.add_parser(name, help=helptext, formatter_class=fmt, epilog=f"example:\n  bench data {name} lol")
+        sp.add_argument("name")
+        if name == "verify":
+            sp.add_argument("--split")
+    idx = dsub.add_parser("index", help="make a dataset from your own folder of images", formatter_class=fmt,
+                          epilog="examples:\n  bench data index phone --low phone/low\n"
+                          "  bench data index mine --low a/low --high a/high --train-fraction 0.8 --val-fraction 0.1")
+    idx.add_argument("name")
+    idx.add_argument("--low", type=Path, required=True)
+    idx.add_argument("--high", type=Path)
+    idx.add_argument("--train-fraction", type=float, default=0.0)
+    idx.add_argument("--val-fraction", type=float, default=0.0, help="fraction of train held out as val")
+    idx.add_argument("--seed", type=int, default=0)
+    data.set_defaults(fn=cmd_data)
+
+    run = sub.add_parser("run", help="train if needed, enhance a split and score it", formatter_class=fmt,
+                         epilog="examples:\n  bench run --method ours --dataset lol\n"
+                         "  bench run --method identity --dataset lol-485-15 --split test\n"
+                         "  bench run --method ours --dataset demo --profile quick --set lr=1e-4")
+    run.add_argument("--method", required=True)
+    run.add_argument("--dataset", required=True)
+    run.add_argument("--split", default="test")
+    run.add_argument("--profile", choices=["smoke", "quick", "paper"], default="paper")
+    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a method option")
+    run.add_argument("--weights", type=Path, help="use these weights instead of training")
+    run.add_argument("--limit", type=int, help="only the first N images (marks the run smoke)")
+    run.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    run.add_argument("--force", action="store_true", help="redo a complete run")
+    run.add_argument("--metrics", nargs="+", help="metric names (default: psnr ssim)")
+    run.set_defaults(fn=cmd_run)
+
+    ev = sub.add_parser("eval", help="re-score a finished run, adding missing metric columns", formatter_class=fmt,
+                        epilog="example:\n  bench eval results/runs/lol/identity/0123abcd4567 --metrics psnr_y ssim_y")
+    ev.add_argument("run_dir", type=Path)
+    ev.add_argument("--metrics", nargs="+")
+    ev.set_defaults(fn=cmd_eval)
+
+    perf = sub.add_parser("perf", help="benchmarks (not tests); results go to results/perf/", formatter_class=fmt,
+                          epilog="example:\n  bench perf metrics --pairs 100")
+    perf.add_argument("what", choices=["metrics"])
+    perf.add_argument("--pairs", type=int, default=100)
+    perf.add_argument("--jobs", type=int, default=None)
+    perf.set_defaults(fn=cmd_perf)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.fn(args)
+    except BenchError as e:
+        print(f"bench: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("bench: interrupted; finished work is kept, re-run the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Datasets: manifests with checksums, and the code that prepares and reads them."""

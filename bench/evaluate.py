@@ -1,0 +1,150 @@
+"""Scoring saved outputs: ``per_image.csv`` and ``metrics.csv`` are always computed from the PNGs.
+
+``bench eval RUN_DIR --metrics ...`` re-scores a finished run and adds only the missing columns.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from .data.manifest import Manifest, Pair
+from .errors import BenchError
+from .fsutil import read_yaml, sha256_file, write_text, write_yaml
+from .imageio import read_rgb
+from .metrics import METRICS, Metric, get_metric
+
+BASE_COLUMNS = ["id", "height", "width", "runtime_ms", "device", "output_sha256", "gt_sha256"]
+SUMMARY_COLUMNS = ["metric", "mean", "std", "stderr", "n", "higher_is_better", "metric_version"]
+
+
+def _score(args: tuple[str, str | None, list[str]]) -> dict[str, float]:
+    out_path, ref_path, names = args
+    out = read_rgb(out_path)
+    ref = read_rgb(ref_path) if ref_path else None
+    if ref is not None and out.shape != ref.shape:
+        raise BenchError(f"{out_path} is {out.shape[1]}x{out.shape[0]} but its reference {ref_path} is "
+                         f"{ref.shape[1]}x{ref.shape[0]}")
+    return {n: METRICS[n](out, ref) for n in names}
+
+
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    if not path.exists():
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _write_csv(path: Path, fields: list[str], rows: list[dict[str, Any]]) -> None:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore", lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    write_text(path, buf.getvalue())
+
+
+def _fmt(v: float) -> str:
+    return "inf" if math.isinf(v) else repr(float(v))
+
+
+def summarise(values: list[float], metric: Metric) -> dict[str, Any]:
+    arr = np.asarray(values, dtype=np.float64)
+    n = len(arr)
+    finite = np.isfinite(arr).all()
+    std = float(arr.std(ddof=1)) if n > 1 and finite else (0.0 if n == 1 else float("nan"))
+    return {"metric": metric.name, "mean": _fmt(arr.mean()), "std": _fmt(std) if not math.isnan(std) else "nan",
+            "stderr": _fmt(std / math.sqrt(n)) if n > 1 and finite else ("0.0" if n == 1 else "nan"),
+            "n": n, "higher_is_better": metric.higher_is_better, "metric_version": metric.version}
+
+
+def evaluate_run(run_dir: Path, metrics: list[Metric], m: Manifest, pairs: list[Pair],
+                 progress: bool = True, jobs: int | None = None) -> list[dict[str, Any]]:
+    outputs = run_dir / "outputs"
+    timing = {r["id"]: r for r in _read_csv(run_dir / "enhance.csv")}
+    existing = {r["id"]: r for r in _read_csv(run_dir / "per_image.csv")}
+    have = set(next(iter(existing.values())).keys()) if existing else set()
+    todo = [mt.name for mt in metrics if mt.name not in have or any(p.id not in existing for p in pairs)]
+    for mt in metrics:
+        if mt.requires:
+            from . import iqa_backend
+
+            if not iqa_backend.available():
+                raise BenchError(f"metric {mt.name} needs pyiqa; install the iqa extra (pip install --no-deps pyiqa)")
+
+    tasks = []
+    for p in pairs:
+        out = outputs / f"{p.id}.png"
+        if not out.is_file():
+            raise BenchError(f"run {run_dir} has no output for {p.id}; re-run it to finish enhancing")
+        tasks.append((str(out), str(m.file_path(p.high)) if p.high else None, todo))
+    scores: list[dict[str, float]] = [{} for _ in tasks]
+    if todo:
+        workers = max(1, min(jobs or os.cpu_count() or 1, len(tasks) // 8 or 1))
+        if workers > 1 and not any(METRICS[n].requires for n in todo):
+            with ProcessPoolExecutor(max_workers=workers) as pool:
+                scores = list(tqdm(pool.map(_score, tasks, chunksize=4), total=len(tasks), desc="score",
+                                   unit="img", disable=not progress))
+        else:
+            scores = [_score(t) for t in tqdm(tasks, desc="score", unit="img", disable=not progress)]
+
+    rows = []
+    for p, s in zip(pairs, scores):
+        old = existing.get(p.id, {})
+        t = timing.get(p.id, {})
+        row: dict[str, Any] = {
+            "id": p.id, "height": t.get("height", old.get("height")), "width": t.get("width", old.get("width")),
+            "runtime_ms": t.get("runtime_ms", old.get("runtime_ms", "")), "device": t.get("device", old.get("device", "")),
+            "output_sha256": t.get("output_sha256") or old.get("output_sha256") or sha256_file(outputs / f"{p.id}.png"),
+            "gt_sha256": p.high_sha256 or "",
+        }
+        for name in have - set(BASE_COLUMNS):
+            row[name] = old.get(name, "")
+        row.update({k: _fmt(v) for k, v in s.items()})
+        rows.append(row)
+    metric_cols = [c for c in METRICS if any(c in r for r in rows)]
+    _write_csv(run_dir / "per_image.csv", BASE_COLUMNS + metric_cols, rows)
+    summary = [summarise([float(r[c]) for r in rows], get_metric(c)) for c in metric_cols]
+    _write_csv(run_dir / "metrics.csv", SUMMARY_COLUMNS, summary)
+    return summary
+
+
+def rescore(run_dir: Path, metric_names: list[str] | None, progress: bool = True) -> list[dict[str, Any]]:
+    """Add metric columns to a finished run (``bench eval``)."""
+    from .provenance import now
+    from .run import open_dataset
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "DONE").exists():
+        raise BenchError(f"{run_dir} is not a finished run (no DONE); finish it with the same `bench run` first")
+    cfg = read_yaml(run_dir / "config.yaml")
+    m = open_dataset(cfg["dataset"], progress)
+    pairs = m.split(cfg["split"])
+    ids = (cfg.get("identity") or {}).get("ids")
+    if ids is not None:
+        by_id = {p.id: p for p in pairs}
+        pairs = [by_id[i] for i in ids]
+    from .metrics import resolve_metrics
+
+    wanted = resolve_metrics(metric_names, m.paired)
+    names = list(dict.fromkeys(list(cfg.get("metrics", [])) + [mt.name for mt in wanted]))
+    rows = evaluate_run(run_dir, [get_metric(n) for n in names], m, pairs, progress)
+    cfg["metrics"] = names
+    write_yaml(run_dir / "config.yaml", cfg)
+    env_path = run_dir / "env.json"
+    import json
+
+    env = json.loads(env_path.read_text())
+    env.setdefault("metric_versions", {}).update({n: get_metric(n).version for n in names})
+    env["rescored"] = now()
+    from .fsutil import write_json
+
+    write_json(env_path, env)
+    return rows

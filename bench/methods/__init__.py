@@ -1,0 +1,1 @@
+"""Method base class and the built-in special methods."""

@@ -1,0 +1,36 @@
+"""The method registry: the one list of method names, each mapped to ``module:Class``.
+
+Adapters are imported only when used, so listing names never imports heavy code. Adding a method
+touches its own module and one line here.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from .errors import BenchError, unknown_name
+
+METHODS: dict[str, str] = {
+    "identity": "bench.methods.identity:Identity",
+}
+
+ALIASES: dict[str, str] = {}
+
+
+def canonical(name: str) -> str:
+    name = ALIASES.get(name, name)
+    if name not in METHODS:
+        raise unknown_name("method", name, list(METHODS) + list(ALIASES))
+    return name
+
+
+def load_method_class(name: str):
+    name = canonical(name)
+    module_name, _, class_name = METHODS[name].partition(":")
+    try:
+        cls = getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError) as e:
+        raise BenchError(f"method {name} is registered as {METHODS[name]} but cannot be loaded: {e}") from None
+    if cls.name != name:
+        raise BenchError(f"registry name {name!r} does not match {METHODS[name]}.name {cls.name!r}")
+    return cls

@@ -1,0 +1,310 @@
+"""``bench run``: resolve a run's full identity, then enhance every image and score it.
+
+A run directory ``results/runs/<dataset>/<method>/<run_id>/`` holds ``config.yaml`` (fully resolved),
+``env.json``, ``outputs/<ID>.png``, ``enhance.csv`` (per-image timing, appended as images finish so
+an interrupted run resumes), ``per_image.csv``, ``metrics.csv``, ``log.txt`` and, written last,
+``DONE``. The run ID hashes everything that can change an output: method and adapter version,
+resolved config, weights hash, dataset fingerprint and split, seed, profile and ``--limit``.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from .data.manifest import Manifest, Pair, load_manifest, locked, verify_pairs
+from .errors import BenchError
+from .evaluate import evaluate_run
+from .fsutil import canonical_hash, check_writable, sha256_file, write_json, write_text, write_yaml
+from .imageio import quantize, read_rgb, to_tensor, write_png
+from .methods.base import Method, TrainPair, build_config
+from .metrics import resolve_metrics
+from .paths import results_root
+from .provenance import environment, now
+from .registry import canonical, load_method_class
+
+log = logging.getLogger("bench.run")
+
+
+@dataclass
+class RunSpec:
+    method: str
+    dataset: str
+    split: str = "test"
+    profile: str = "paper"
+    seed: int = 0
+    overrides: dict[str, str] = field(default_factory=dict)
+    weights: Path | None = None
+    limit: int | None = None
+    device: str = "auto"
+    force: bool = False
+    metrics: list[str] | None = None
+    progress: bool = True
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise BenchError("--device cuda requested but no CUDA device is available")
+    if name not in ("cpu", "cuda"):
+        raise BenchError(f"unknown device {name!r}; choose auto, cpu or cuda")
+    return torch.device(name)
+
+
+def open_dataset(name: str, progress: bool = True) -> Manifest:
+    """The manifest as runs see it: with recorded hashes, building the demo set on first use."""
+    m = load_manifest(name)
+    if m.kind == "demo":
+        from .data.demo import ensure_demo
+
+        ensure_demo(m, progress=progress)
+    return locked(m)
+
+
+def image_seed(seed: int, pid: str) -> int:
+    return int(canonical_hash([seed, pid])[:8], 16)
+
+
+def seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+
+
+def _train_pairs(m: Manifest, split: str) -> list[TrainPair]:
+    return [TrainPair(p.id, m.file_path(p.low), m.file_path(p.high) if p.high else None)
+            for p in m.split(split)] if split in m.splits else []
+
+
+def ensure_weights(cls: type[Method], method: Method, spec: RunSpec, m: Manifest,
+                   device: torch.device) -> tuple[Path | None, dict[str, Any]]:
+    """Weights for a trainable method: ``--weights``, else a finished matching training run, else train now."""
+    if spec.weights is not None:
+        if not spec.weights.is_file():
+            raise BenchError(f"--weights {spec.weights} does not exist")
+        return spec.weights, {"source": "user", "path": str(spec.weights), "sha256": sha256_file(spec.weights)}
+    if not cls.trainable:
+        return None, {"source": "none"}
+    if "train" not in m.splits:
+        raise BenchError(f"{cls.name} needs training but dataset {m.name} has no train split; pass --weights")
+    identity = {
+        "method": cls.name, "version": cls.version, "config": dataclasses.asdict(method.config),
+        "dataset": m.name, "train_fingerprint": m.fingerprint("train"), "seed": spec.seed, "profile": spec.profile,
+    }
+    train_id = canonical_hash(identity)[:12]
+    train_dir = results_root() / "train" / m.name / cls.name / train_id
+    ckpt_record = train_dir / "DONE"
+    if not ckpt_record.exists():
+        check_writable(train_dir)
+        write_yaml(train_dir / "config.yaml", identity)
+        log.info("training %s on %s (%s profile) into %s", cls.name, m.name, spec.profile, train_dir)
+        seed_everything(spec.seed)
+        method.setup(device, None)
+        verify_or_fail(m, m.split("train"), spec.progress)
+        ckpt = method.train(_train_pairs(m, "train"), _train_pairs(m, "val"), train_dir, spec.seed, spec.progress)
+        write_json(train_dir / "DONE", {"checkpoint": ckpt.name, "sha256": sha256_file(ckpt), "finished": now()})
+    done = _read_json(ckpt_record)
+    ckpt = train_dir / done["checkpoint"]
+    if sha256_file(ckpt) != done["sha256"]:
+        raise BenchError(f"checkpoint {ckpt} does not match the hash recorded when it was trained")
+    return ckpt, {"source": "trained", "train_run": str(train_dir), "path": str(ckpt), "sha256": done["sha256"],
+                  "selected_on": "last"}
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    import json
+
+    return json.loads(path.read_text())
+
+
+def verify_or_fail(m: Manifest, pairs: list[Pair], progress: bool) -> None:
+    problems = verify_pairs(m, pairs, progress=progress)
+    if problems:
+        more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+        raise BenchError(f"dataset {m.name}: {'; '.join(problems[:3])}{more}; run `bench data prepare {m.name}`")
+
+
+def _pad(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, int, int]:
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % multiple, (-w) % multiple
+    if ph or pw:
+        mode = "reflect" if ph < h and pw < w else "replicate"
+        x = F.pad(x, (0, pw, 0, ph), mode=mode)
+    return x, h, w
+
+
+def enhance_one(method: Method, low: np.ndarray, device: torch.device) -> tuple[np.ndarray, float]:
+    """The harness side of the adapter contract: pad, call, check, crop, quantise; time the call."""
+    x, h, w = _pad(to_tensor(low).to(device), method.pad_multiple)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        y = method.enhance(x)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elapsed = (time.perf_counter() - t0) * 1000.0
+    if not isinstance(y, torch.Tensor) or tuple(y.shape) != tuple(x.shape):
+        raise RuntimeError(f"{method.name}.enhance returned shape {getattr(y, 'shape', None)}, expected {tuple(x.shape)}")
+    if not torch.isfinite(y).all():
+        raise RuntimeError(f"{method.name}.enhance returned non-finite values")
+    return quantize(y[..., :h, :w]), elapsed
+
+
+_ENHANCE_FIELDS = ["id", "height", "width", "runtime_ms", "device", "output_sha256"]
+
+
+def _done_ids(path: Path, outputs: Path) -> dict[str, dict[str, str]]:
+    if not path.exists():
+        return {}
+    with open(path, newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r.get("output_sha256")]
+    # a row only counts if its PNG is there with the recorded bytes (a crash may have cut either)
+    return {r["id"]: r for r in rows
+            if (outputs / f"{r['id']}.png").is_file() and sha256_file(outputs / f"{r['id']}.png") == r["output_sha256"]}
+
+
+def enhance_stage(method: Method, m: Manifest, pairs: list[Pair], run_dir: Path, device: torch.device,
+                  seed: int, progress: bool) -> None:
+    outputs = run_dir / "outputs"
+    outputs.mkdir(parents=True, exist_ok=True)
+    log_path = run_dir / "enhance.csv"
+    done = _done_ids(log_path, outputs)
+    if done:
+        log.info("resuming: %d of %d images already enhanced", len(done), len(pairs))
+    write_header = not log_path.exists() or log_path.stat().st_size == 0
+    if not write_header and set(done) != _all_logged(log_path):
+        # drop rows whose outputs were lost, so the log only lists finished images
+        _rewrite_log(log_path, list(done.values()))
+    todo = [p for p in pairs if p.id not in done]
+    with open(log_path, "a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=_ENHANCE_FIELDS)
+        if write_header:
+            writer.writeheader()
+        for p in tqdm(todo, desc=f"enhance {method.name}", unit="img", disable=not progress):
+            low = read_rgb(m.file_path(p.low))
+            torch.manual_seed(image_seed(seed, p.id))
+            out, ms = enhance_one(method, low, device)
+            dest = outputs / f"{p.id}.png"
+            write_png(dest, out)
+            writer.writerow({"id": p.id, "height": out.shape[0], "width": out.shape[1], "runtime_ms": f"{ms:.3f}",
+                             "device": str(device), "output_sha256": sha256_file(dest)})
+            f.flush()
+
+
+def _all_logged(path: Path) -> set[str]:
+    with open(path, newline="") as f:
+        return {r["id"] for r in csv.DictReader(f)}
+
+
+def _rewrite_log(path: Path, rows: list[dict[str, str]]) -> None:
+    import io
+
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=_ENHANCE_FIELDS)
+    w.writeheader()
+    w.writerows(rows)
+    write_text(path, buf.getvalue())
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    reused: bool
+    metrics: list[dict[str, Any]]
+
+
+def protocol_card(m: Manifest, split: str, n: int, weights_info: dict[str, Any], provenance: dict[str, Any]) -> dict:
+    return {
+        "dataset_version": f"{m.name}@{m.version}", "split": split, "split_fingerprint": m.fingerprint(split),
+        "n_images": n, "resolution_rule": m.source.get("resolution_rule", "native"),
+        "gt_format": m.source.get("gt_format", "as stored"), "quantisation": "clamp, x255, round half-even, PNG",
+        "psnr_space": "RGB", "ssim_impl": "wang_rgb_mean", "gt_mean": "off", "tta": "off",
+        "checkpoint": weights_info, "trained_on": weights_info.get("train_run") and f"{m.name}:train",
+        "selected_on": weights_info.get("selected_on"), "fivek_input_mode": m.source.get("fivek_input_mode"),
+        "partial_dataset": bool(m.extra.get("partial")), **provenance,
+    }
+
+
+def execute(spec: RunSpec) -> RunResult:
+    cls = load_method_class(spec.method)
+    name = canonical(spec.method)
+    config = build_config(cls, spec.profile, spec.overrides)
+    device = resolve_device(spec.device)
+    m = open_dataset(spec.dataset, spec.progress)
+    pairs = m.split(spec.split)
+    if spec.limit is not None:
+        if spec.limit < 1:
+            raise BenchError("--limit must be at least 1")
+        pairs = pairs[: spec.limit]
+    metrics = resolve_metrics(spec.metrics, m.paired)
+    verify_or_fail(m, pairs, spec.progress)
+
+    method = cls(config)
+    weights, weights_info = ensure_weights(cls, method, spec, m, device)
+    identity = {
+        "method": name, "method_version": cls.version, "config": dataclasses.asdict(config),
+        "weights_sha256": weights_info.get("sha256"), "dataset": m.name, "dataset_version": m.version,
+        "fingerprint": m.fingerprint(spec.split), "split": spec.split, "seed": spec.seed,
+        "profile": spec.profile, "limit": spec.limit, "ids": None if spec.limit is None else [p.id for p in pairs],
+    }
+    run_id = canonical_hash(identity)[:12]
+    run_dir = check_writable(results_root() / "runs" / m.name / name) / run_id
+    if (run_dir / "DONE").exists() and not spec.force:
+        return RunResult(run_dir, True, _read_metrics(run_dir))
+    if spec.force:
+        (run_dir / "DONE").unlink(missing_ok=True)
+        for stale in ("enhance.csv", "per_image.csv", "metrics.csv"):
+            (run_dir / stale).unlink(missing_ok=True)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(run_dir / "log.txt")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    logging.getLogger("bench").addHandler(handler)
+    logging.getLogger("bench").setLevel(logging.INFO)
+    try:
+        started = now()
+        seed_everything(spec.seed)
+        setup_info = method.setup(device, weights) or {}
+        provenance = {**setup_info, **method.provenance()}
+        config_doc = {
+            "run_id": run_id, "method": name, "display_name": cls.display_name, "family": cls.family,
+            "method_version": cls.version, "trainable": cls.trainable, "config": dataclasses.asdict(config),
+            "profile": spec.profile, "seed": spec.seed, "dataset": m.name, "split": spec.split,
+            "limit": spec.limit, "smoke": spec.limit is not None or spec.profile == "smoke",
+            "metrics": [mt.name for mt in metrics], "weights": weights_info,
+            "trainable_parameters": method.trainable_parameters(),
+            "protocol": protocol_card(m, spec.split, len(pairs), weights_info, provenance),
+            "identity": identity,
+        }
+        write_yaml(run_dir / "config.yaml", config_doc)
+        env = environment(device)
+        env.update(seed=spec.seed, deterministic=torch.are_deterministic_algorithms_enabled(), started=started,
+                   adapter_version=cls.version, weights_sha256=weights_info.get("sha256"),
+                   dataset_fingerprint=identity["fingerprint"])
+        write_json(run_dir / "env.json", env)
+        log.info("run %s: %s on %s:%s (%d images) on %s", run_id, name, m.name, spec.split, len(pairs), device)
+        enhance_stage(method, m, pairs, run_dir, device, spec.seed, spec.progress)
+        rows = evaluate_run(run_dir, metrics, m, pairs, progress=spec.progress)
+        env.update(finished=now(), metric_versions={mt.name: mt.version for mt in metrics})
+        write_json(run_dir / "env.json", env)
+        write_json(run_dir / "DONE", {"finished": env["finished"], "n_images": len(pairs)})
+        log.info("done: %s", run_dir)
+        return RunResult(run_dir, False, rows)
+    finally:
+        logging.getLogger("bench").removeHandler(handler)
+        handler.close()
+
+
+def _read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    with open(run_dir / "metrics.csv", newline="") as f:
+        return list(csv.DictReader(f))
