@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import signal
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -130,7 +131,7 @@ def cmd_data(args: argparse.Namespace) -> int:
         print(f"split rule:  {m.split_rule}")
     for key in ("how_to_get", "resolution_rule", "gt_format", "fivek_input_mode"):
         if m.source.get(key):
-            print(f"{key + ':':<13}{m.source[key]}")
+            print(f"{key + ':':<18}{m.source[key]}")
     for split, pairs in m.splits.items():
         ids = [p.id for p in pairs]
         shown = ", ".join(ids[:8]) + (f", ... ({len(ids)} in all)" if len(ids) > 8 else "")
@@ -194,7 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
                 formatter_class=fmt, epilog="examples:\n  bench ls methods\n  bench run --method identity --dataset demo\n"
                 "  bench data prepare lol --root ~/Downloads/LOLdataset.zip")
     quiet = argparse.ArgumentParser(add_help=False)
-    quiet.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    # SUPPRESS: a sub-command's default must not undo a -q given before it
+    quiet.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress bars")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     sub = p.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
     _add = sub.add_parser
@@ -273,6 +275,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    try:
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `bench ... | head` ends quietly
+    except (AttributeError, ValueError):
+        pass
     try:
         return args.fn(args)
     except BenchError as e:

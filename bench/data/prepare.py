@@ -57,6 +57,7 @@ def prepare_files(m: Manifest, root: Path, split: str | None, progress: bool = T
     pairs = _unique_pairs(m, splits)
     src.locate([p.low for p in pairs[:50]] + [p.high for p in pairs[:50] if p.high])
 
+    split_ids = {s: {q.id for q in m.split(s)} for s in splits}
     missing: dict[str, list[str]] = {s: [] for s in splits}
     altered: list[str] = []
     present_ok: dict[str, int] = {s: 0 for s in splits}
@@ -69,7 +70,7 @@ def prepare_files(m: Manifest, root: Path, split: str | None, progress: bool = T
             if not src.exists(rel):
                 pair_ok = False
                 for s in splits:
-                    if any(q.id == p.id for q in m.split(s)):
+                    if p.id in split_ids[s] and rel not in missing[s]:
                         missing[s].append(rel)
             elif digest and src.sha256(rel) != digest:
                 pair_ok = False
@@ -77,7 +78,7 @@ def prepare_files(m: Manifest, root: Path, split: str | None, progress: bool = T
         if not pair_ok:
             bad_ids.add(p.id)
     for s in splits:
-        present_ok[s] = sum(1 for q in m.split(s) if q.id not in bad_ids)
+        present_ok[s] = len(split_ids[s] - bad_ids)
 
     if altered:
         raise BenchError(
@@ -89,7 +90,7 @@ def prepare_files(m: Manifest, root: Path, split: str | None, progress: bool = T
         parts = []
         for s, files in missing_splits.items():
             n_pairs = len(m.split(s)) - present_ok[s]
-            parts.append(f"{n_pairs} of {len(m.split(s))} {s} pairs missing ({_listing(files)})")
+            parts.append(f"{n_pairs} of {len(m.split(s))} {s} pairs missing ({_listing(files, 8)})")
         verified = "; ".join(f"the {present_ok[s]} present {s} pairs match their checksums" for s in missing_splits)
         complete = [s for s in m.splits if s not in missing_splits and s in splits]
         hint = f" Prepare only complete splits with --split ({', '.join(complete)})," if complete and split is None else ""

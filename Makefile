@@ -1,0 +1,52 @@
+# Thin wrappers around the `bench` CLI. `make demo` and `make test` set themselves up on a fresh machine.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+CORE   := $(VENV)/.stamp-core
+IQA    := $(VENV)/.stamp-iqa
+DEMO_METHOD ?= identity
+PYTEST_ARGS ?=
+
+.PHONY: setup setup-iqa demo test test-all bench verify clean-results help
+
+help:
+	@echo "make demo      set up .venv and run the main job on the embedded demo set"
+	@echo "make test      set up .venv (with the iqa extra) and run the CPU test suite"
+	@echo "make bench     benchmarks (not tests); results in results/perf/"
+	@echo "make verify    re-hash every prepared dataset"
+
+$(CORE): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	# torch is pinned exactly in pyproject.toml; pip (not uv) finds the local wheels
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $@
+
+# pyiqa is optional and non-commercially licensed: install it without its ~1 GB of dependencies,
+# plus the few modules its import needs, so its classic metrics can cross-check ours.
+$(IQA): $(CORE)
+	$(BIN)/python -m pip install -q --no-deps pyiqa
+	$(BIN)/python -m pip install -q opencv-python-headless requests huggingface_hub
+	touch $@
+
+setup: $(CORE)
+
+setup-iqa: $(IQA)
+
+demo: $(CORE)
+	$(BIN)/bench run --method $(DEMO_METHOD) --dataset demo --profile quick
+
+test: $(IQA)
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+test-all: $(IQA)
+	$(BIN)/python -m pytest -q -m "" $(PYTEST_ARGS)
+
+bench: $(CORE)
+	$(BIN)/bench perf metrics --pairs 100
+
+verify: $(CORE)
+	@for d in $$($(BIN)/bench ls datasets --format csv | tail -n +2 | cut -d, -f1); do \
+		echo "== $$d"; $(BIN)/bench -q data verify $$d || true; done
+
+clean-results:
+	@echo "Completed runs are never deleted by make. Remove results/runs/<dataset>/<method>/<id> by hand."
