@@ -173,6 +173,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from .run import RunSpec, train_only
+
+    spec = RunSpec(method=args.method, dataset=args.dataset, profile=args.profile, seed=args.seed,
+                   overrides=_parse_sets(args.set), device=args.device, progress=not args.quiet)
+    ckpt, info = train_only(spec)
+    print(f"checkpoint: {ckpt}  (sha256 {info['sha256'][:16]}…, {info.get('state', 'trained')})")
+    return 0
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from .evaluate import rescore
 
@@ -256,6 +266,17 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--force", action="store_true", help="redo a complete run")
     run.add_argument("--metrics", nargs="+", help="metric names (default: psnr ssim)")
     run.set_defaults(fn=cmd_run)
+
+    tr = sub.add_parser("train", help="train a method on a dataset's train split (bench run does this when needed)",
+                        formatter_class=fmt, epilog="examples:\n  bench train --method ours --dataset lol\n"
+                        "  bench train --method ours --dataset demo --profile quick --seed 1")
+    tr.add_argument("--method", required=True)
+    tr.add_argument("--dataset", required=True)
+    tr.add_argument("--profile", choices=["smoke", "quick", "paper"], default="paper")
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a method option")
+    tr.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    tr.set_defaults(fn=cmd_train)
 
     ev = sub.add_parser("eval", help="re-score a finished run, adding missing metric columns", formatter_class=fmt,
                         epilog="example:\n  bench eval results/runs/lol/identity/0123abcd4567 --metrics psnr_y ssim_y")

@@ -121,6 +121,19 @@ def ensure_weights(cls: type[Method], method: Method, spec: RunSpec, m: Manifest
                   "selected_on": "last"}
 
 
+def train_only(spec: RunSpec) -> tuple[Path, dict[str, Any]]:
+    """``bench train``: the training half of ``bench run`` (reuses a finished matching training run)."""
+    cls = load_method_class(spec.method)
+    if not cls.trainable:
+        raise BenchError(f"method {cls.name} has nothing to train ({cls.family})")
+    config = build_config(cls, spec.profile, spec.overrides)
+    device = resolve_device(spec.device)
+    m = open_dataset(spec.dataset, spec.progress)
+    ckpt, info = ensure_weights(cls, cls(config), spec, m, device)
+    assert ckpt is not None
+    return ckpt, info
+
+
 def _read_json(path: Path) -> dict[str, Any]:
     import json
 

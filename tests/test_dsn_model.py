@@ -94,6 +94,7 @@ def test_structure_and_frozen_encoder(default_model):
             assert isinstance(p, torch.nn.Parameter) and not p.requires_grad
         assert torch.equal(ops[idx].haar_weights1, ops[0].haar_weights1)
         assert torch.equal(ops[idx].haar_weights2, ops[0].haar_weights2)
+    assert all(isinstance(ops[i], InvBlock) for i in range(1, 9))
     assert [n for n, _ in ops[1].named_children()] == ["F", "G", "H"]
     assert default_model.encoder_info["kind"] == "fallback_hadamard_parseval"
 
