@@ -126,9 +126,9 @@ def train_only(spec: RunSpec) -> tuple[Path, dict[str, Any]]:
     cls = load_method_class(spec.method)
     if not cls.trainable:
         raise BenchError(f"method {cls.name} has nothing to train ({cls.family})")
-    config = build_config(cls, spec.profile, spec.overrides)
-    device = resolve_device(spec.device)
     m = open_dataset(spec.dataset, spec.progress)
+    config = build_config(cls, spec.profile, spec.overrides, m.name)
+    device = resolve_device(spec.device)
     ckpt, info = ensure_weights(cls, cls(config), spec, m, device)
     assert ckpt is not None
     return ckpt, info
@@ -252,9 +252,9 @@ def protocol_card(m: Manifest, split: str, n: int, weights_info: dict[str, Any],
 def execute(spec: RunSpec) -> RunResult:
     cls = load_method_class(spec.method)
     name = canonical(spec.method)
-    config = build_config(cls, spec.profile, spec.overrides)
-    device = resolve_device(spec.device)
     m = open_dataset(spec.dataset, spec.progress)
+    config = build_config(cls, spec.profile, spec.overrides, m.name)
+    device = resolve_device(spec.device)
     pairs = m.split(spec.split)
     if spec.limit is not None:
         if spec.limit < 1:

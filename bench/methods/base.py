@@ -60,7 +60,8 @@ class Method:
     # Use the paired reference images when training (False for zero-reference and unpaired methods).
     uses_pairs: ClassVar[bool] = True
     Config: ClassVar[type] = NoConfig
-    # Per-profile overrides of Config fields, e.g. {"smoke": {"iterations": 5}}.
+    # Per-profile overrides of Config fields, e.g. {"smoke": {"iterations": 5}}. A key "paper@fivek" applies on
+    # top of "paper" for datasets whose name starts with "fivek" (schedules differ per dataset in the papers).
     profiles: ClassVar[dict[str, dict[str, Any]]] = {}
 
     def __init__(self, config: Any | None = None):
@@ -122,14 +123,20 @@ def _coerce(name: str, raw: str, current: Any, annotation: Any) -> Any:
         raise BenchError(f"option {name}={raw!r}: expected {kind.__name__ if kind else text}") from None
 
 
-def build_config(method_cls: type[Method], profile: str, overrides: dict[str, str]) -> Any:
-    """Config = dataclass defaults, then the profile's overrides, then ``--set`` values (by name)."""
+def build_config(method_cls: type[Method], profile: str, overrides: dict[str, str], dataset: str = "") -> Any:
+    """Config = dataclass defaults, then the profile's overrides (generic, then per dataset), then ``--set``."""
     if profile not in PROFILES:
         raise BenchError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
     config = method_cls.Config()
     fields = config_fields(method_cls.Config)
-    for key, value in method_cls.profiles.get(profile, {}).items():
-        setattr(config, key, value)
+    layers = [method_cls.profiles.get(profile, {})]
+    layers += [v for k, v in method_cls.profiles.items()
+               if k.startswith(profile + "@") and dataset.startswith(k.split("@", 1)[1])]
+    for layer in layers:
+        for key, value in layer.items():
+            if key not in fields:
+                raise BenchError(f"{method_cls.name}: profile sets unknown option {key!r}")
+            setattr(config, key, value)
     for key, raw in overrides.items():
         if key not in fields:
             from ..errors import unknown_name
