@@ -12,6 +12,8 @@ from .errors import BenchError, unknown_name
 
 METHODS: dict[str, str] = {
     "identity": "bench.methods.identity:Identity",
+    "lime": "baselines.lime.adapter:Lime",
+    "eff": "baselines.eff.adapter:Eff",
 }
 
 ALIASES: dict[str, str] = {}
