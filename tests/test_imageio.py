@@ -71,15 +71,16 @@ def test_16bit_grayscale_is_scaled_with_rounding(tmp_path):
     assert out[0, :, 0].tolist() == [0, 1, 255, 129]
 
 
-def test_exif_orientation_is_applied(tmp_path, rng):
-    a = rng.integers(0, 256, (6, 10, 3), dtype=np.uint8)
+def test_jpeg_exif_orientation_is_applied(tmp_path, rng):
+    a = np.kron(rng.integers(0, 256, (3, 5, 3), dtype=np.uint8), np.ones((8, 8, 1), np.uint8))
     img = Image.fromarray(a)
+    img.save(tmp_path / "plain.jpg", quality=95)
     exif = img.getexif()
-    exif[0x0112] = 6  # rotate 90° clockwise to display
-    img.save(tmp_path / "o.png", exif=exif.tobytes())
-    out = read_rgb(tmp_path / "o.png")
-    assert out.shape == (10, 6, 3)
-    assert np.array_equal(out, np.rot90(a, k=-1))
+    exif[0x0112] = 6  # "rotate 90° clockwise to display"
+    img.save(tmp_path / "o.jpg", quality=95, exif=exif.tobytes())
+    plain, oriented = read_rgb(tmp_path / "plain.jpg"), read_rgb(tmp_path / "o.jpg")
+    assert plain.shape == (24, 40, 3) and oriented.shape == (40, 24, 3)
+    assert np.array_equal(oriented, np.rot90(plain, k=-1))
 
 
 def test_corrupt_truncated_and_missing_files(tmp_path, rng):

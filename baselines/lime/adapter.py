@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,20 +10,15 @@ import numpy as np
 import torch
 
 from bench.errors import BenchError
-from bench.methods.base import Method
+from bench.methods.base import Method, check_range
 
 from . import algorithm
 
 DENOISERS = ("none", "nlmeans", "bm3d")
 
 
-def _check(name: str, value: Any, lo: float, hi: float, *, lo_open: bool = False, integer: bool = False) -> None:
-    ok_type = isinstance(value, int) if integer else isinstance(value, (int, float))
-    if isinstance(value, bool) or not ok_type or not math.isfinite(value):
-        raise BenchError(f"lime: option {name}={value!r} must be a finite {'integer' if integer else 'number'}")
-    if (value <= lo if lo_open else value < lo) or value > hi:
-        bracket = "(" if lo_open else "["
-        raise BenchError(f"lime: option {name}={value!r} is out of range {bracket}{lo}, {hi}]")
+def _check(name: str, value: Any, lo: float, hi: float, **kw: Any) -> None:
+    check_range("lime", name, value, lo, hi, **kw)
 
 
 @dataclass

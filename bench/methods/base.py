@@ -95,6 +95,19 @@ class Method:
         return {}
 
 
+def check_range(method: str, name: str, value: Any, lo: float, hi: float, *, lo_open: bool = False,
+                integer: bool = False) -> None:
+    """For ``Config.validate``: a finite number (or integer) in [lo, hi] (or (lo, hi] with ``lo_open``)."""
+    import math
+
+    ok_type = isinstance(value, int) if integer else isinstance(value, (int, float))
+    if isinstance(value, bool) or not ok_type or not math.isfinite(value):
+        raise BenchError(f"{method}: option {name}={value!r} must be a finite {'integer' if integer else 'number'}")
+    if (value <= lo if lo_open else value < lo) or value > hi:
+        bracket = "(" if lo_open else "["
+        raise BenchError(f"{method}: option {name}={value!r} is out of range {bracket}{lo}, {hi}]")
+
+
 def config_fields(config_cls: type) -> dict[str, dataclasses.Field]:
     return {f.name: f for f in dataclasses.fields(config_cls)}
 
