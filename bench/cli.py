@@ -193,6 +193,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_perf(args: argparse.Namespace) -> int:
+    if args.what == "dsn":
+        from .perf_dsn import run_perf_dsn
+
+        return run_perf_dsn(args)
     from .perf import run_perf
 
     return run_perf(args)
@@ -286,9 +290,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     perf = sub.add_parser("perf", help="benchmarks (not tests); results go to results/perf/", formatter_class=fmt,
                           epilog="example:\n  bench perf metrics --pairs 100")
-    perf.add_argument("what", choices=["metrics"])
+    perf.add_argument("what", choices=["metrics", "dsn"])
     perf.add_argument("--pairs", type=int, default=100)
     perf.add_argument("--jobs", type=int, default=None)
+    perf.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="dsn: where to measure")
+    perf.add_argument("--size", default="400x600", help="dsn: HxW of the timed enhancement")
+    perf.add_argument("--crop", type=int, default=180, help="dsn: training crop side")
+    perf.add_argument("--runs", type=int, default=None, help="dsn: timed enhancement passes")
+    perf.add_argument("--steps", type=int, default=None, help="dsn: timed training steps")
     perf.set_defaults(fn=cmd_perf)
     return p
 

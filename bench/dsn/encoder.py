@@ -20,7 +20,7 @@ This module provides
   VGG E/D" ablation;
 - :func:`encode`, :func:`decode` -- the functional E and D;
 - :func:`encoder_gain` -- measures how far E^T E is from the identity;
-- :func:`tensor_sha256`, :func:`file_sha256` -- provenance hashes.
+- :func:`tensor_sha256` -- provenance hash of the tensors (files: ``bench.fsutil.sha256_file``).
 
 Every loader returns ``(W1, W2, info)`` with float32, contiguous, CPU tensors and an ``info`` dict
 that always has the keys ``kind``, ``sha256``, ``path`` and ``tensors_sha256``.  For files,
@@ -38,6 +38,8 @@ import re
 from typing import Any, Dict, Mapping, Optional, Tuple
 
 import torch
+
+from bench.fsutil import sha256_file
 import torch.nn.functional as F
 
 __all__ = [
@@ -51,7 +53,6 @@ __all__ = [
     "haar_encoder",
     "encoder_gain",
     "tensor_sha256",
-    "file_sha256",
     "check_encoder_weights",
 ]
 
@@ -79,17 +80,6 @@ def decode(h: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor) -> torch.Tensor:
 # --------------------------------------------------------------------------------------------
 # hashing and validation
 # --------------------------------------------------------------------------------------------
-def file_sha256(path: str, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while True:
-            block = fh.read(chunk)
-            if not block:
-                break
-            h.update(block)
-    return h.hexdigest()
-
-
 def tensor_sha256(*tensors: torch.Tensor) -> str:
     """sha256 of the raw little-endian float32 bytes of the tensors, concatenated in order."""
     h = hashlib.sha256()
@@ -198,7 +188,7 @@ def load_vgg16_conv1(path: str) -> EncoderTriple:
     if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
         obj = obj["state_dict"]
     w1, w2, kind = extract_conv1_from_state_dict(obj, where=path)
-    sha = file_sha256(path)
+    sha = sha256_file(path)
     m = re.search(r"-([0-9a-f]{6,64})\.[A-Za-z0-9]+$", os.path.basename(path))
     name_ok: Optional[bool] = sha.startswith(m.group(1)) if m else None
     info = {

@@ -19,7 +19,8 @@ from typing import Any, Dict, List, Mapping, Tuple, Union
 
 import torch
 
-from bench.dsn.encoder import file_sha256, tensor_sha256
+from bench.dsn.encoder import tensor_sha256
+from bench.fsutil import sha256_file
 
 __all__ = [
     "official_key_layout",
@@ -91,7 +92,7 @@ def read_state_dict(path_or_state_dict: Union[str, os.PathLike, Mapping[str, Any
         except Exception as exc:
             msg = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise ValueError(f"{path}: not a loadable torch state dict ({type(exc).__name__}: {msg[:160]})") from None
-        info = {"path": os.path.abspath(path), "sha256": file_sha256(path)}
+        info = {"path": os.path.abspath(path), "sha256": sha256_file(path)}
     else:
         obj = path_or_state_dict
     if not isinstance(obj, Mapping):
