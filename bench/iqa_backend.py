@@ -32,8 +32,10 @@ def _metric(name: str):
 
 
 def score(name: str, out: np.ndarray, ref: np.ndarray) -> float:
+    from .imageio import to_tensor
+
     def t(a: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(a).permute(2, 0, 1).unsqueeze(0).double().div(255.0)
+        return to_tensor(a).double()
 
     with torch.no_grad():
         return float(_metric(name)(t(out), t(ref)).item())
