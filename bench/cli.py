@@ -299,6 +299,10 @@ def build_parser() -> argparse.ArgumentParser:
     perf.add_argument("--runs", type=int, default=None, help="dsn: timed enhancement passes")
     perf.add_argument("--steps", type=int, default=None, help="dsn: timed training steps")
     perf.set_defaults(fn=cmd_perf)
+
+    from .report import register as register_report
+
+    register_report(sub, [quiet])
     return p
 
 

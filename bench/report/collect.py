@@ -8,7 +8,8 @@ Selection rule for a cell (row × dataset), the same for every metric of that ce
    smoke profile) only when a smoke or quick report is asked for; a cell uses the best profile it has;
 4. seeds among those asked (deterministic methods, ``trainable: false``, need one run: any seed);
 5. one run per seed, the latest (by ``DONE``'s finish time);
-6. mean and sample std (ddof 1) over the seeds' per-run means.
+6. mean and sample std (ddof 1) over the seeds' per-run means; for a delta table (table2), the per-seed
+   differences from the reference row (the full model), paired by seed.
 
 A cell with no admissible run stays missing; nothing is ever filled in.
 """
@@ -95,8 +96,10 @@ def read_run(run_dir: Path) -> RunRecord | None:
     metrics = {}
     with open(run_dir / "metrics.csv", newline="") as f:
         for r in csv.DictReader(f):
-            metrics[r["metric"]] = MetricValue(_float(r.get("mean")), _float(r.get("std")), int(_float(r.get("n")) or 0),
-                                               _bool(r.get("higher_is_better")), str(r.get("metric_version", "")))
+            n = _float(r.get("n"))
+            metrics[r["metric"]] = MetricValue(_float(r.get("mean")), _float(r.get("std")),
+                                               0 if math.isnan(n) else int(n), _bool(r.get("higher_is_better")),
+                                               str(r.get("metric_version", "")))
     protocol = cfg.get("protocol") or {}
     variant = (cfg.get("config") or {}).get("variant") if isinstance(cfg.get("config"), dict) else None
     return RunRecord(
@@ -168,7 +171,7 @@ def select(records: list[RunRecord], row: Row, dataset: str, split: str, profile
         ok = [r for r in ok if r.seed in seeds]
     elif any(r.seed in seeds for r in ok):
         ok = [r for r in ok if r.seed in seeds]
-    expected = len(seeds) if trainable else 1
+    expected = len(seeds) if trainable or not cands else 1  # no runs: we cannot tell, so "as asked"
     if not ok:
         why = ""
         if cands:
@@ -184,6 +187,24 @@ def select(records: list[RunRecord], row: Row, dataset: str, split: str, profile
         by_seed[r.seed] = r  # latest wins
     runs = [by_seed[s] for s in sorted(by_seed)]
     return Selection(runs, expected, len(ok) - len(runs))
+
+
+def _delta(runs: list[RunRecord], ref: list[RunRecord], metric: str) -> tuple[float, float, dict[str, Any]]:
+    """Variant − reference. Paired by seed where seeds are shared: the mean and std of the per-seed differences
+    (variant seeds without a reference run are left out); with no shared seed, the difference of the means
+    (std left empty, n_paired 0)."""
+    ref_runs = {r.seed: r for r in ref if metric in r.metrics}
+    val = lambda r: r.metrics[metric].mean  # noqa: E731
+    paired = [r for r in runs if r.seed in ref_runs]
+    if paired:
+        var_mean, _ = _stats([val(r) for r in paired])
+        ref_mean, _ = _stats([val(ref_runs[r.seed]) for r in paired])
+        mean, std = _stats([val(r) - val(ref_runs[r.seed]) for r in paired])
+    else:
+        var_mean, _ = _stats([val(r) for r in runs])
+        ref_mean, _ = _stats([val(r) for r in ref_runs.values()])
+        mean, std = var_mean - ref_mean, math.nan
+    return mean, std, {"variant_mean": var_mean, "reference_mean": ref_mean, "n_paired": len(paired)}
 
 
 def _stats(values: list[float]) -> tuple[float, float]:
@@ -258,7 +279,7 @@ def collect(spec: TableSpec, datasets: list[str] | None = None, profile: str | N
     notes: list[str] = []
     for ds in datasets:
         if not any(r.dataset == ds for r in records):
-            notes.append(f"no complete runs at all for dataset {ds} (looked in {results_root() / 'runs' / ds})")
+            notes.append(f"no complete runs at all for dataset {ds} (under <results>/runs/{ds})")
 
     ref_row = None
     if spec.kind == "delta":
@@ -271,19 +292,19 @@ def collect(spec: TableSpec, datasets: list[str] | None = None, profile: str | N
             if sel.why_missing:
                 notes.append(f"{row.label} on {ds}: {sel.why_missing}")
 
+    labels = {r.key: r.label for r in spec.rows}
     by_column: dict[tuple[str, str], list[tuple[str, RunRecord]]] = {}
     for (key, ds), sel in selections.items():
         for rec in sel.runs:
             for metric in spec.metrics:
                 if metric in rec.metrics:
-                    by_column.setdefault((ds, metric), []).append((key, rec))
+                    by_column.setdefault((ds, metric), []).append((labels.get(key, key), rec))
     _check_versions(by_column, spec)
 
-    rows_out, sources = [], []
+    rows_out: list[dict[str, Any]] = []
     reference_cells: dict[tuple[str, str], dict[str, Any]] = {}
     hib = {m: _higher_is_better(m, [r for _, r in sum(by_column.values(), [])]) for m in spec.metrics}
     for ds in datasets:
-        paper_col, _ = spec.paper_column(ds)
         ref_sel = selections.get((spec.reference_row, ds)) if ref_row else None
         for metric in spec.metrics:
             if ref_sel is not None:
@@ -292,69 +313,78 @@ def collect(spec: TableSpec, datasets: list[str] | None = None, profile: str | N
                 reference_cells[(ds, metric)] = {"mean": m, "std": s, "n": len(vals),
                                                  "flags": ref_sel.flags, "row": spec.reference_row}
             for row in spec.rows:
-                sel = selections[(row.key, ds)]
-                runs = [r for r in sel.runs if metric in r.metrics]
-                vals = [r.metrics[metric].mean for r in runs]
-                mean, std = _stats(vals)
-                flags = list(sel.flags)
-                extra: dict[str, Any] = {}
-                if spec.kind == "delta":
-                    ref_runs = {r.seed: r for r in ref_sel.runs if metric in r.metrics}
-                    ref_mean, _ = _stats([r.metrics[metric].mean for r in ref_runs.values()])
-                    paired = [r.metrics[metric].mean - ref_runs[r.seed].metrics[metric].mean
-                              for r in runs if r.seed in ref_runs]
-                    extra = {"variant_mean": mean, "reference_mean": ref_mean, "n_paired": len(paired)}
-                    mean = mean - ref_mean if runs and ref_runs else math.nan
-                    std = _stats(paired)[1] if len(paired) >= 2 else math.nan
-                    for f in ref_sel.flags:
-                        if f not in flags and runs:
-                            flags.append(f)
-                    flags = [f for f in FLAGS if f in flags]
-                pub = published.get((row.key, paper_col, metric)) if paper_col else None
-                versions = {r.metrics[metric].version for r in runs}
-                n_images = sorted({r.metrics[metric].n for r in runs})
-                rows_out.append({
-                    "table": spec.name, "group": row.group, "row": row.key, "label": row.label,
-                    "method": row.method, "variant": row.variant or "", "dataset": ds,
-                    "dataset_label": spec.dataset_label(ds), "metric": metric, "metric_label": spec.metric_label(metric),
-                    "higher_is_better": hib[metric], "metric_version": versions.pop() if versions else "",
-                    "mean": mean, "std": std, "n": len(vals), "seeds_asked": sel.expected,
-                    "seeds": ";".join(str(r.seed) for r in runs), "n_images": ";".join(map(str, n_images)),
-                    "profile": ";".join(sorted({r.profile + (" smoke" if r.smoke else "") for r in runs})),
-                    "flags": ";".join(flags if runs else []), **extra,
-                    "paper_column": paper_col or "", "published": pub[0] if pub else math.nan,
-                    "published_decimals": pub[1] if pub else math.nan,
-                    "delta_vs_paper": (mean - pub[0]) if pub and not math.isnan(mean) else math.nan,
-                    "rankable": row.rank,
-                })
-    for (key, ds), sel in selections.items():
-        role = "reference" if ref_row and key == spec.reference_row else "cell"
-        label = next((r.label for r in spec.rows if r.key == key), key)
-        for rec in sel.runs:
-            src = {"table": spec.name, "row": key, "label": label, "dataset": ds, "role": role, "seed": rec.seed,
-                   "run_id": rec.run_id, "run_dir": rec.rel_dir(), "profile": rec.profile, "smoke": rec.smoke,
-                   "faithful": rec.faithful, "partial_dataset": rec.partial, "finished": rec.finished,
-                   "alternatives": sel.alternatives}
-            for metric in spec.metrics:
-                mv = rec.metrics.get(metric)
-                src[metric] = mv.mean if mv else math.nan
-                src[f"{metric}_version"] = mv.version if mv else ""
-            sources.append(src)
+                rows_out.append(_cell(spec, row, ds, metric, selections[(row.key, ds)], ref_sel, hib[metric],
+                                      published))
+    sources = [src for (key, ds), sel in selections.items() for src in _sources(spec, key, ds, sel)]
 
     frame = pd.DataFrame(rows_out)
     frame["rank"] = _ranks(frame, spec) if len(frame) else []
     src_cols = ["table", "row", "label", "dataset", "role", "seed", "run_id", "run_dir", "profile", "smoke",
-                "faithful", "partial_dataset", "finished", "alternatives"]
+                "faithful", "partial_dataset", "finished", "alternatives", "checkpoint_source", "checkpoint_sha256",
+                "trained_on", "selected_on"]
     src_cols += [c for m in spec.metrics for c in (m, f"{m}_version")]
     source_frame = pd.DataFrame(sources, columns=src_cols)
-    order = {k: i for i, k in enumerate([r.key for r in spec.rows] + [spec.reference_row or ""])}
+    order = {"row": {k: i for i, k in enumerate([r.key for r in spec.rows] + [spec.reference_row or ""])},
+             "dataset": {d: i for i, d in enumerate(datasets)}}
     if len(source_frame):
         source_frame = source_frame.sort_values(
-            ["dataset", "row", "seed"], key=lambda s: s.map(order) if s.name == "row" else s,
+            ["dataset", "row", "seed"], key=lambda s: s.map(order[s.name]) if s.name in order else s,
             kind="stable").reset_index(drop=True)
     protocol = _protocol(selections, datasets)
     return TableData(spec, frame, source_frame, datasets, list(spec.metrics), profile, seeds, protocol, notes,
                      reference_cells)
+
+
+def _cell(spec: TableSpec, row: Row, ds: str, metric: str, sel: Selection, ref_sel: Selection | None,
+          hib: bool | None, published: dict) -> dict[str, Any]:
+    """One row of the tidy frame: a table row × dataset × metric."""
+    runs = [r for r in sel.runs if metric in r.metrics]
+    vals = [r.metrics[metric].mean for r in runs]
+    mean, std = _stats(vals)
+    flags = list(sel.flags)
+    extra: dict[str, Any] = {}
+    if spec.kind == "delta":
+        mean, std, extra = _delta(runs, ref_sel.runs if ref_sel else [], metric)
+        flags += [f for f in (ref_sel.flags if ref_sel else []) if f not in flags and runs]
+        flags = [f for f in FLAGS if f in flags]
+    paper_col, _ = spec.paper_column(ds)
+    pub = published.get((row.key, paper_col, metric)) if paper_col else None
+    versions = {r.metrics[metric].version for r in runs}
+    n_images = sorted({r.metrics[metric].n for r in runs})
+    return {
+        "table": spec.name, "group": row.group, "row": row.key, "label": row.label, "method": row.method,
+        "variant": row.variant or "", "dataset": ds, "dataset_label": spec.dataset_label(ds), "metric": metric,
+        "metric_label": spec.metric_label(metric), "higher_is_better": hib,
+        "metric_version": versions.pop() if versions else "", "mean": mean, "std": std, "n": len(vals),
+        "seeds_asked": sel.expected, "seeds": ";".join(str(r.seed) for r in runs),
+        "n_images": ";".join(map(str, n_images)),
+        "profile": ";".join(sorted({r.profile + (" smoke" if r.smoke else "") for r in runs})),
+        "flags": ";".join(flags if runs else []), **extra, "paper_column": paper_col or "",
+        "published": pub[0] if pub else math.nan, "published_decimals": pub[1] if pub else math.nan,
+        "delta_vs_paper": round(mean - pub[0], 9) + 0.0 if pub and not math.isnan(mean) else math.nan,
+        "rankable": row.rank,
+    }
+
+
+def _sources(spec: TableSpec, key: str, ds: str, sel: Selection) -> list[dict[str, Any]]:
+    """The runs behind one cell, one row each."""
+    role = "reference" if spec.kind == "delta" and key == spec.reference_row else "cell"
+    label = next((r.label for r in spec.rows if r.key == key), key)
+    out = []
+    for rec in sel.runs:
+        ckpt = rec.protocol.get("checkpoint") if isinstance(rec.protocol.get("checkpoint"), dict) else {}
+        src = {"table": spec.name, "row": key, "label": label, "dataset": ds, "role": role, "seed": rec.seed,
+               "run_id": rec.run_id, "run_dir": rec.rel_dir(), "profile": rec.profile, "smoke": rec.smoke,
+               "faithful": rec.faithful, "partial_dataset": rec.partial, "finished": rec.finished,
+               "alternatives": sel.alternatives, "checkpoint_source": ckpt.get("source", ""),
+               "checkpoint_sha256": ckpt.get("sha256") or "", "trained_on": rec.protocol.get("trained_on") or "",
+               "selected_on": rec.protocol.get("selected_on") or ""}
+        for metric in spec.metrics:
+            mv = rec.metrics.get(metric)
+            src[metric] = mv.mean if mv else math.nan
+            src[f"{metric}_version"] = mv.version if mv else ""
+        out.append(src)
+    return out
 
 
 def _ranks(frame, spec: TableSpec) -> list[int]:
@@ -367,13 +397,13 @@ def _ranks(frame, spec: TableSpec) -> list[int]:
         return ranks
     for (_, metric), idx in frame.groupby(["dataset", "metric"], sort=False).groups.items():
         sub = frame.loc[idx]
-        better = sub["higher_is_better"].iloc[0]
-        if better is None or (isinstance(better, float) and math.isnan(better)):
+        hib = sub["higher_is_better"].iloc[0]
+        if hib is None or (isinstance(hib, float) and math.isnan(hib)):
             continue
         digits = spec.decimals_for(metric)
         vals = {i: round(v, digits) for i, v, ok in zip(sub.index, sub["mean"], sub["rankable"])
                 if ok and not math.isnan(v)}
-        distinct = sorted(set(vals.values()), reverse=bool(better))
+        distinct = sorted(set(vals.values()), reverse=bool(hib))
         for i, v in vals.items():
             pos = distinct.index(v)
             if pos < 2:

@@ -8,11 +8,12 @@ from __future__ import annotations
 from typing import Any
 
 from .collect import TableData
-from .render import MARKS, MISSING, cell_text, columns, footnotes, grid, protocol_lines, reference_line, \
+from .render import MARKS, MISSING, better, cell_text, columns, footnotes, grid, protocol_lines, reference_line, \
     selection_line
 
 _SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
-            "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+            "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "<": r"\textless{}",
+            ">": r"\textgreater{}", "|": r"\textbar{}"}
 _UNICODE = {"→": r"$\rightarrow$", "Δ": r"$\Delta$", "±": r"$\pm$", "–": "--", "—": "---", "×": r"$\times$",
             "↑": r"$\uparrow$", "↓": r"$\downarrow$", "≥": r"$\geq$", "≤": r"$\leq$", "χ": r"$\chi$",
             "²": r"\textsuperscript{2}", "∞": r"$\infty$", "…": r"\ldots{}", "−": "-", "’": "'", "“": "``",
@@ -51,7 +52,7 @@ def value(r: dict[str, Any], data: TableData) -> str:
 
 
 def _arrow(hib: Any) -> str:
-    return {True: r"$\uparrow$", False: r"$\downarrow$"}.get(hib if isinstance(hib, bool) else None, "")
+    return {True: r"$\uparrow$", False: r"$\downarrow$", None: ""}[better(hib)]
 
 
 def table_tex(data: TableData) -> str:

@@ -28,6 +28,8 @@ def fmt(x: Any, digits: int, signed: bool = False) -> str:
         return MISSING
     if math.isinf(x):
         return "∞" if x > 0 else "-∞"
+    if abs(x) < 0.5 * 10.0**-digits:
+        x = 0.0  # no "-0.00"
     return f"{x:+.{digits}f}" if signed else f"{x:.{digits}f}"
 
 
@@ -44,8 +46,15 @@ def cell_text(r: dict[str, Any], data: TableData) -> tuple[str, str]:
     return text, "".join(MARKS[f][0] for f in str(r["flags"]).split(";") if f)
 
 
+def better(hib: Any) -> bool | None:
+    """True/False from a frame cell (numpy bools included); None for no direction or unknown."""
+    if hib is None or (isinstance(hib, float) and math.isnan(hib)):
+        return None
+    return bool(hib)
+
+
 def arrow(hib: Any) -> str:
-    return {True: "↑", False: "↓"}.get(hib if isinstance(hib, bool) else None, "")
+    return {True: "↑", False: "↓", None: ""}[better(hib)]
 
 
 def columns(data: TableData) -> list[tuple[str, str]]:
@@ -106,10 +115,11 @@ def selection_line(data: TableData) -> str:
             f"mean ± std (ddof 1) over seeds.")
 
 
-def footnotes(data: TableData) -> list[str]:
+def footnotes(data: TableData, missing: str = "no admissible run (never filled in)",
+              highlight: bool = True) -> list[str]:
     out = [f"{MARKS[f][0]} {MARKS[f][2]}." for f in used_flags(data)]
-    out.append(f"{MISSING} no admissible run (never filled in).")
-    if data.spec.highlight:
+    out.append(f"{MISSING} {missing}.")
+    if data.spec.highlight and highlight:
         ranked = [g for g in data.spec.groups if any(r.group == g and r.rank for r in data.spec.rows)]
         unranked = [g for g in data.spec.groups if g not in ranked]
         out.append("Bold: best, underlined: second best per column"
@@ -157,12 +167,12 @@ def markdown(data: TableData) -> str:
     parts = [f"## {spec.title or spec.name}", "", spec.caption, "",
              tabulate(body, headers=headers, tablefmt="github", disable_numparse=True, colalign=("left",) +
                       ("right",) * len(cols)), ""]
-    parts += footnotes(data)
     ref = reference_line(data)
-    parts += ([ref] if ref else []) + [selection_line(data)] + protocol_lines(data)
+    lines = footnotes(data) + ([ref] if ref else []) + [selection_line(data)] + protocol_lines(data)
+    parts += [f"- {t}" for t in lines]
     if data.notes:
-        parts += ["", "Notes:"] + [f"- {n}" for n in data.notes]
-    return "\n".join(p for p in parts) + "\n"
+        parts += ["", "Notes:", ""] + [f"- {n}" for n in data.notes]
+    return "\n".join(parts) + "\n"
 
 
 def compare_markdown(data: TableData) -> str:
@@ -194,11 +204,13 @@ def compare_markdown(data: TableData) -> str:
         mapping.append(f"- {ds}: " + (f"compared with the paper's {col} column" + (f" ({caveat})" if caveat else "")
                                       if col else "no published column to compare with"))
     what = "difference of differences" if spec.kind == "delta" else "measured − published"
-    parts = [f"## {spec.title or spec.name}: measured vs published", "",
+    parts = [f"## {spec.title or spec.name} (measured vs published)", "",
              f"Published values from `{_rel(spec.reference)}`; Δ = {what}.", ""] + mapping + [
         "", tabulate(body, headers=headers, tablefmt="github", disable_numparse=True,
                      colalign=("left",) + ("right",) * (3 * len(cols))), ""]
-    parts += footnotes(data)[:-1] + [f"{MISSING} not measured, or not published."] + [selection_line(data)]
+    lines = footnotes(data, "not measured (no admissible run), or not published", highlight=False)
+    lines.append(selection_line(data))
+    parts += [f"- {t}" for t in lines]
     return "\n".join(parts) + "\n"
 
 

@@ -1,0 +1,151 @@
+"""``bench report table1|table2|table3``: the paper's tables from run directories (and a vote file).
+
+Modules:
+
+- :mod:`bench.report.spec`    -- table specs (``manifests/tables``) and published numbers (``manifests/reference``);
+- :mod:`bench.report.collect` -- run directories → selection per cell → one tidy frame (the selection rule);
+- :mod:`bench.report.render`  -- CSV, Markdown and the measured-vs-published view;
+- :mod:`bench.report.latex`   -- the booktabs writer;
+- :mod:`bench.report.table3`  -- the user study (statistics in :mod:`bench.study_stats`).
+
+Outputs go to ``<results>/tables/`` (``--out`` to change): ``tableN.csv`` (tidy), ``tableN.md``, ``tableN.tex``,
+``tableN.sources.csv`` and ``tableN.compare.md``; for table3 ``table3.{csv,md,tex}``, ``table3.stats.md`` and
+``table3.stats.json``. Heavy imports happen inside :func:`cmd_report`, so registering the command is cheap.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from ..errors import BenchError
+from .spec import TABLES
+
+EPILOG = """\
+examples:
+  bench report table1
+  bench report table1 --datasets demo --profile paper
+  bench report table1 --datasets lol-485-15,fivek-distorted --profile quick --seeds 0
+  bench report table2 --seeds 0 1 2 --out paper/tables
+  bench report table3 --votes study/votes.csv
+
+Cells: complete runs (DONE) on the test split, profile >= --profile (paper > quick > smoke; smoke-marked runs
+only for a quick or smoke report), seeds among --seeds (deterministic methods need one run), the latest run
+per seed, mean ± std over seeds. Missing cells print "–"; marked cells get a footnote symbol:
+  † quick/smoke profile or --limit   ‡ substitute (protocol.faithful: false)
+  § partial dataset                  ¶ fewer seeds than asked
+Metric versions are never mixed in one column: the report refuses and names the runs.
+Table 3 votes: CSV with columns rater, rater_group, image, category, shown ("a|b|c|d"), chosen."""
+
+
+def _split_list(values: Sequence[str] | None) -> list[str] | None:
+    if not values:
+        return None
+    return [v.strip() for item in values for v in item.split(",") if v.strip()]
+
+
+def _seeds(values: Sequence[str] | None) -> list[int] | None:
+    items = _split_list(values)
+    if items is None:
+        return None
+    try:
+        return [int(v) for v in items]
+    except ValueError:
+        raise BenchError(f"--seeds takes integers, got {' '.join(values or [])!r}") from None
+
+
+def register(subparsers: Any, parents: Sequence[argparse.ArgumentParser] = ()) -> argparse.ArgumentParser:
+    """Add the ``report`` sub-command to ``subparsers`` (from ``ArgumentParser.add_subparsers``)."""
+    kw: dict[str, Any] = dict(help="render the paper's tables from runs (table1, table2) or votes (table3)",
+                              description="Render the paper's tables: table1 and table2 from complete runs under "
+                              "<results>/runs,\ntable3 from a vote file. Writes CSV (tidy), Markdown, LaTeX (booktabs), "
+                              "the run behind every cell\nand a measured-vs-published view into <results>/tables.",
+                              epilog=EPILOG,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    if parents:
+        kw["parents"] = list(parents)
+    try:
+        p = subparsers.add_parser("report", **kw)
+    except TypeError:  # bench.cli wraps add_parser so that it passes its own parents (-q) already
+        kw.pop("parents", None)
+        p = subparsers.add_parser("report", **kw)
+    p.add_argument("table", choices=list(TABLES), help="which table")
+    p.add_argument("--profile", choices=["smoke", "quick", "paper"],
+                   help="lowest profile admitted (default: the spec's, paper); cheaper cells are marked †")
+    p.add_argument("--datasets", nargs="+", metavar="NAME",
+                   help="dataset columns instead of the spec's (comma- or space-separated), e.g. demo or "
+                        "lol-485-15,fivek-distorted")
+    p.add_argument("--seeds", nargs="+", metavar="SEED", help="seeds asked of trainable methods (default: spec's)")
+    p.add_argument("--votes", type=Path, metavar="FILE", help="table3: the vote file (CSV)")
+    p.add_argument("--out", type=Path, metavar="DIR", help="output folder (default: <results>/tables)")
+    p.add_argument("--spec", type=Path, metavar="YAML", help="a table spec other than manifests/tables/TABLE.yaml")
+    p.set_defaults(fn=cmd_report)
+    return p
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from ..fsutil import check_writable
+    from ..paths import results_root
+    from .spec import load_spec
+
+    spec = load_spec(args.table, getattr(args, "spec", None))
+    out = check_writable(Path(args.out) if getattr(args, "out", None) else results_root() / "tables")
+    quiet = bool(getattr(args, "quiet", False))
+    if spec.kind == "user_study":
+        if not getattr(args, "votes", None):
+            raise BenchError(f"{spec.name} needs --votes FILE: a CSV with one row per vote (columns rater, "
+                             f"rater_group, image, category, shown, chosen); see {spec.path}")
+        files = write_study(spec, args.votes, out)
+        shown = files[1]
+    else:
+        if getattr(args, "votes", None):
+            print(f"bench: note: --votes is for table3; ignored for {spec.name}", file=sys.stderr)
+        files, data = write_table(spec, out, _split_list(getattr(args, "datasets", None)),
+                                  getattr(args, "profile", None), _seeds(getattr(args, "seeds", None)))
+        for note in data.notes:
+            print(f"bench: note: {note}", file=sys.stderr)
+        shown = files[1]
+    if not quiet:
+        print(shown.read_text(encoding="utf-8"))
+    print("wrote " + ", ".join(str(f) for f in files))
+    return 0
+
+
+def write_table(spec, out: Path, datasets: list[str] | None = None, profile: str | None = None,
+                seeds: list[int] | None = None):
+    """Collect and write table1/table2 files; returns ([csv, md, tex, sources, compare], TableData)."""
+    from ..fsutil import write_text
+    from . import latex, render
+    from .collect import collect
+
+    data = collect(spec, datasets, profile, seeds)
+    outputs = {
+        f"{spec.name}.csv": render.tidy_csv(data),
+        f"{spec.name}.md": render.markdown(data),
+        f"{spec.name}.tex": latex.table_tex(data),
+        f"{spec.name}.sources.csv": render.sources_csv(data),
+        f"{spec.name}.compare.md": render.compare_markdown(data),
+    }
+    for name, text in outputs.items():
+        write_text(out / name, text)
+    return [out / n for n in outputs], data
+
+
+def write_study(spec, votes: Path, out: Path) -> list[Path]:
+    """Analyse a vote file and write table3 files; returns [csv, md, tex, stats.md, stats.json]."""
+    from ..fsutil import write_text
+    from .table3 import Study
+
+    study = Study(spec, votes)
+    outputs = {
+        f"{spec.name}.csv": study.csv(),
+        f"{spec.name}.md": study.markdown(),
+        f"{spec.name}.tex": study.tex(),
+        f"{spec.name}.stats.md": study.stats_markdown(),
+        f"{spec.name}.stats.json": study.stats_json(),
+    }
+    for name, text in outputs.items():
+        write_text(out / name, text)
+    return [out / n for n in outputs]

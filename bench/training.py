@@ -1,0 +1,576 @@
+"""Generic training machinery shared by every trainable method (method-agnostic).
+
+Two pieces:
+
+``CropSampler``
+    Random crops from training pairs held in RAM as uint8 (each ``TrainPair`` is decoded once, with
+    ``load_low()`` / ``load_high()``). Low and high are cropped at the *same* position. Augmentation is
+    the official DSN/BasicSR one: horizontal flip, vertical flip and transpose, each with p = 0.5, which
+    gives all 8 dihedral transforms. Unpaired and zero-reference methods pass ``use_high=False`` and get
+    low crops only (``Batch.high is None``).
+
+    Images are visited in successive random permutations (sampling without replacement); batches are
+    always full, so one "epoch" of a schedule is ``ceil(n / batch)`` iterations (exactly the official
+    ``drop_last`` epoch whenever ``n`` is a multiple of the batch, as for LOL 400 and FiveK 4500 at
+    batch 2). Images smaller than the crop are handled by ``small``:
+
+    - ``"reflect"`` (default): such an image (and its partner) is padded once, at load time, by mirror
+      reflection without repeating the edge pixel (``numpy.pad(mode="reflect")``), split evenly between
+      the two sides, up to the crop size. Padding is identical for low and high.
+    - ``"clip"``: no padding; the crop size of *every* batch is reduced to the smallest image side in the
+      training set (batches stay square and stackable).
+
+    All randomness (permutations, crop positions, flips) comes from one ``torch.Generator`` seeded from
+    the run seed, whose state is saved in checkpoints so a resumed run draws the same batches.
+
+``Trainer``
+    The loop: seeding (python/numpy/torch from the run seed), a fixed number of iterations, Adam with
+    optional coupled weight decay (torch's ``Adam(weight_decay=...)``, an L2 term added to the gradient)
+    and optional total-norm gradient clipping, a MultiStep learning-rate schedule with per-iteration
+    milestones, a tqdm bar, a CSV training log (``train_log.csv``: iteration, loss terms, [grad_norm],
+    lr, seconds), periodic checkpoints written atomically (``state_<iteration>.pt``: model, optimiser,
+    scheduler, RNG states, sampler state, iteration), *resume* from the latest checkpoint in ``out_dir``,
+    optional validation PSNR on whole validation images (``val.csv``; logged only unless
+    ``select="val_psnr"``; the test split is never seen here), and the final weights file
+    (``model_final.pt``, or ``model_best.pt`` under ``select="val_psnr"``) whose path it returns.
+
+    A Ctrl-C between iterations, or during the forward/backward part of one, saves the state of the last
+    completed iteration before re-raising, so ``bench train`` continues exactly where it stopped.
+
+The method supplies ``step_fn(batch) -> {"loss": tensor, <term>: tensor|float, ...}`` and, for
+validation, ``enhance_fn(low) -> output``; everything else is here.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import random
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from .errors import BenchError
+from .fsutil import atomic_path, canonical_hash, write_json, write_text
+
+__all__ = [
+    "Batch",
+    "CropSampler",
+    "TrainSettings",
+    "Trainer",
+    "STATE_FORMAT",
+    "WEIGHTS_FORMAT",
+    "derive_seed",
+    "seed_all",
+    "capture_rng",
+    "restore_rng",
+    "save_torch",
+    "load_torch",
+    "latest_state",
+    "iterations_per_epoch",
+    "epoch_schedule",
+]
+
+STATE_FORMAT = "bench-train-state"
+WEIGHTS_FORMAT = "bench-weights"
+SMALL_MODES = ("reflect", "clip")
+SELECT_MODES = ("last", "val_psnr")
+_STATE_RE = re.compile(r"^state_(\d{8})\.pt$")
+
+
+# ------------------------------------------------------------------------------------------------
+# seeds and RNG states
+# ------------------------------------------------------------------------------------------------
+def derive_seed(seed: int, *tags: Any) -> int:
+    """A 63-bit seed derived from the run seed and tags (independent streams for crops, init, ...)."""
+    return int(canonical_hash([int(seed), *tags])[:15], 16)
+
+
+def seed_all(seed: int) -> None:
+    """Seed python's ``random``, NumPy's global RNG and torch (CPU and every CUDA device)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def capture_rng() -> dict[str, Any]:
+    """Global RNG states as plain containers and tensors (loadable with ``weights_only=True``)."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    state: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": {"kind": kind, "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "gauss": float(gauss)},
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: Mapping[str, Any]) -> None:
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# ------------------------------------------------------------------------------------------------
+# files
+# ------------------------------------------------------------------------------------------------
+def save_torch(obj: Any, path: Path) -> None:
+    """``torch.save`` through a temporary file renamed into place: a crash never leaves half a file."""
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
+def load_torch(path: Path) -> Any:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise BenchError(f"missing file {path}") from None
+    except Exception as e:  # zip/pickle errors, weights_only refusals
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise BenchError(f"{path}: not a loadable torch file ({type(e).__name__}: {first[:160]})") from None
+
+
+def latest_state(out_dir: Path) -> Path | None:
+    """The training-state checkpoint with the highest iteration in ``out_dir`` (None if there is none)."""
+    found = sorted((int(m.group(1)), p) for p in Path(out_dir).glob("state_*.pt") if (m := _STATE_RE.match(p.name)))
+    return found[-1][1] if found else None
+
+
+# ------------------------------------------------------------------------------------------------
+# schedules
+# ------------------------------------------------------------------------------------------------
+def iterations_per_epoch(n_train: int, batch: int) -> int:
+    if n_train < 1:
+        raise BenchError("no training images")
+    return math.ceil(n_train / batch)
+
+
+def epoch_schedule(n_train: int, batch: int, epochs: int, step_epochs: int) -> tuple[int, list[int]]:
+    """Paper-style schedule: ``epochs`` epochs of ceil(n/batch) iterations, the LR multiplied by gamma
+    after every ``step_epochs`` epochs (milestones strictly inside the run). Returns (iterations, milestones)."""
+    per = iterations_per_epoch(n_train, batch)
+    total = epochs * per
+    milestones = [k * step_epochs * per for k in range(1, epochs // step_epochs + 1)] if step_epochs > 0 else []
+    return total, [m for m in milestones if m < total]
+
+
+# ------------------------------------------------------------------------------------------------
+# sampler
+# ------------------------------------------------------------------------------------------------
+@dataclass
+class Batch:
+    low: torch.Tensor                 # N×3×h×w float in [0,1] on the device
+    high: torch.Tensor | None         # same, or None for low-only sampling
+    ids: list[str]
+
+
+def _pad_to(img: np.ndarray, size: int) -> np.ndarray:
+    h, w = img.shape[:2]
+    ph, pw = max(0, size - h), max(0, size - w)
+    if not ph and not pw:
+        return img
+    mode = "reflect" if min(h, w) > 1 else "edge"
+    return np.pad(img, ((ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2), (0, 0)), mode=mode)
+
+
+class CropSampler:
+    """Random same-position crops of (low, high) pairs with the 8 dihedral augmentations (see module doc)."""
+
+    def __init__(self, pairs: Sequence[Any], crop: int, batch: int, seed: int, *, use_high: bool = True,
+                 augment: bool = True, small: str = "reflect", device: torch.device | str = "cpu",
+                 progress: bool = False):
+        if not pairs:
+            raise BenchError("no training pairs")
+        if crop < 1 or batch < 1:
+            raise BenchError(f"crop and batch must be positive (crop={crop}, batch={batch})")
+        if small not in SMALL_MODES:
+            raise BenchError(f"unknown small-image mode {small!r}; choose {' or '.join(SMALL_MODES)}")
+        self.ids = [p.id for p in pairs]
+        self.batch, self.use_high, self.augment, self.small = int(batch), bool(use_high), bool(augment), small
+        self.device = torch.device(device)
+        self.lows: list[np.ndarray] = []
+        self.highs: list[np.ndarray] | None = [] if use_high else None
+        for p in tqdm(pairs, desc="load train images", unit="img", disable=not progress, leave=False):
+            low = np.ascontiguousarray(p.load_low(), dtype=np.uint8)
+            if use_high:
+                high = p.load_high()
+                if high is None:
+                    raise BenchError(f"training pair {p.id} has no reference image, but this method trains on pairs")
+                high = np.ascontiguousarray(high, dtype=np.uint8)
+                if high.shape != low.shape:
+                    raise BenchError(f"training pair {p.id}: low {low.shape[1]}×{low.shape[0]} and high "
+                                     f"{high.shape[1]}×{high.shape[0]} differ in size")
+                self.highs.append(high)  # type: ignore[union-attr]
+            self.lows.append(low)
+        smallest = min(min(a.shape[:2]) for a in self.lows)
+        self.padded = 0
+        if small == "clip":
+            self.crop = min(int(crop), smallest)
+        else:
+            self.crop = int(crop)
+            for i, low in enumerate(self.lows):
+                if min(low.shape[:2]) < self.crop:
+                    self.padded += 1
+                    self.lows[i] = _pad_to(low, self.crop)
+                    if self.highs is not None:
+                        self.highs[i] = _pad_to(self.highs[i], self.crop)
+        self.generator = torch.Generator().manual_seed(derive_seed(seed, "crops"))
+        self._perm: list[int] = []
+        self._pos = 0
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.lows)
+
+    @property
+    def iterations_per_epoch(self) -> int:
+        return iterations_per_epoch(len(self.lows), self.batch)
+
+    def describe(self) -> dict[str, Any]:
+        return {"n_images": len(self.lows), "crop": self.crop, "batch": self.batch, "augment": self.augment,
+                "small_images": self.small, "padded_images": self.padded, "paired": self.use_high}
+
+    def _next_index(self) -> int:
+        if self._pos >= len(self._perm):
+            self._perm = torch.randperm(len(self.lows), generator=self.generator).tolist()
+            self._pos = 0
+            self.epoch += 1
+        i = self._perm[self._pos]
+        self._pos += 1
+        return i
+
+    def _randint(self, n: int) -> int:
+        return int(torch.randint(0, n, (1,), generator=self.generator))
+
+    def next_batch(self) -> Batch:
+        c = self.crop
+        lows, highs, ids = [], [], []
+        for _ in range(self.batch):
+            i = self._next_index()
+            h, w = self.lows[i].shape[:2]
+            top, left = self._randint(h - c + 1), self._randint(w - c + 1)
+            crops = [self.lows[i][top:top + c, left:left + c]]
+            if self.highs is not None:
+                crops.append(self.highs[i][top:top + c, left:left + c])
+            if self.augment:
+                hflip, vflip, rot = (torch.rand(3, generator=self.generator) < 0.5).tolist()
+                # the BasicSR order: horizontal flip, vertical flip, then transpose
+                if hflip:
+                    crops = [a[:, ::-1] for a in crops]
+                if vflip:
+                    crops = [a[::-1] for a in crops]
+                if rot:
+                    crops = [a.transpose(1, 0, 2) for a in crops]
+            lows.append(crops[0])
+            if self.highs is not None:
+                highs.append(crops[1])
+            ids.append(self.ids[i])
+        return Batch(self._to_tensor(lows), self._to_tensor(highs) if self.highs is not None else None, ids)
+
+    def _to_tensor(self, arrays: list[np.ndarray]) -> torch.Tensor:
+        t = torch.from_numpy(np.ascontiguousarray(np.stack(arrays)))  # N×h×w×3 uint8
+        t = t.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255.0)
+        return t.contiguous()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"generator": self.generator.get_state(), "perm": list(self._perm), "pos": self._pos,
+                "epoch": self.epoch}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.generator.set_state(state["generator"])
+        self._perm, self._pos, self.epoch = list(state["perm"]), int(state["pos"]), int(state["epoch"])
+
+
+# ------------------------------------------------------------------------------------------------
+# trainer
+# ------------------------------------------------------------------------------------------------
+@dataclass
+class TrainSettings:
+    iterations: int
+    lr: float
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 0.0          # coupled (torch.optim.Adam's L2 term), on every trainable tensor
+    grad_clip: float = 0.0             # max total gradient norm; 0 = off
+    milestones: tuple[int, ...] = ()   # iterations after which the LR is multiplied by gamma
+    gamma: float = 0.5
+    checkpoint_every: int = 1000       # 0 = only at the end
+    keep_states: int = 1               # how many state_*.pt files to keep
+    val_every: int = 0                 # 0 = no validation; otherwise also once at the end
+    select: str = "last"               # "last" or "val_psnr" (best validation PSNR; never the test set)
+    log_every: int = 1
+    cudnn_benchmark: bool = True       # as the official code; affects only CUDA
+
+    def __post_init__(self) -> None:
+        self.betas = tuple(float(b) for b in self.betas)  # type: ignore[assignment]
+        self.milestones = tuple(sorted(int(m) for m in self.milestones))
+        if self.iterations < 1:
+            raise BenchError(f"iterations must be at least 1, got {self.iterations}")
+        if self.select not in SELECT_MODES:
+            raise BenchError(f"unknown selection policy {self.select!r}; choose {' or '.join(SELECT_MODES)}")
+        if self.keep_states < 1:
+            raise BenchError("keep_states must be at least 1")
+
+    def identity(self) -> dict[str, Any]:
+        """What must agree for a checkpoint to be resumed (the log/checkpoint cadence may change)."""
+        d = asdict(self)
+        for k in ("checkpoint_every", "keep_states", "log_every", "val_every"):
+            d.pop(k)
+        return d
+
+
+class _Phase:
+    CLEAN, COMPUTING, UPDATING = "clean", "computing", "updating"
+
+
+class Trainer:
+    """Run ``settings.iterations`` optimiser steps of ``step_fn`` on batches from ``sampler``.
+
+    Args:
+        model: the module whose ``state_dict`` is checkpointed.
+        params: the tensors to optimise (e.g. only those with ``requires_grad``).
+        sampler: a :class:`CropSampler` (or anything with ``next_batch``/``state_dict``/``load_state_dict``).
+        step_fn: ``batch -> {"loss": scalar tensor, other terms...}``; terms are logged in insertion order.
+        out_dir: where checkpoints and logs go (the training run's directory).
+        settings: :class:`TrainSettings`.
+        seed: the run seed (python/numpy/torch are seeded from it before the first iteration).
+        enhance_fn: ``low (1×3×H×W) -> output`` for validation; required if ``val_every`` > 0 and
+            ``val_pairs`` is non-empty.
+        val_pairs: pairs to validate on (whole images, PSNR of the 8-bit outputs); never the test split.
+        meta: JSON-able facts stored in every checkpoint and the weights file (method, structure, ...).
+    """
+
+    def __init__(self, model: torch.nn.Module, params: Sequence[torch.nn.Parameter] | Any, sampler: Any,
+                 step_fn: Callable[[Batch], Mapping[str, Any]], out_dir: Path, settings: TrainSettings, *,
+                 seed: int, device: torch.device | str = "cpu",
+                 enhance_fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                 val_pairs: Sequence[Any] = (), meta: Mapping[str, Any] | None = None, progress: bool = True,
+                 desc: str = "train"):
+        self.model, self.params = model, [p for p in params]
+        self.sampler, self.step_fn, self.settings = sampler, step_fn, settings
+        self.out_dir = Path(out_dir)
+        self.seed, self.device = int(seed), torch.device(device)
+        self.enhance_fn, self.val_pairs = enhance_fn, list(val_pairs)
+        self.meta = dict(meta or {})
+        self.progress, self.desc = progress, desc
+        if settings.val_every > 0 and self.val_pairs and enhance_fn is None:
+            raise BenchError("validation needs an enhance function")
+        self.optimizer = torch.optim.Adam(self.params, lr=settings.lr, betas=settings.betas,
+                                          weight_decay=settings.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, list(settings.milestones),
+                                                              gamma=settings.gamma)
+        self.iteration = 0
+        self.elapsed = 0.0
+        self.best: dict[str, Any] | None = None
+        self.columns: list[str] | None = None
+        self._val_images: list[tuple[np.ndarray, np.ndarray]] | None = None
+        self._phase = _Phase.CLEAN
+        self._pre_step: dict[str, Any] | None = None
+        self.resumed_from: Path | None = None
+
+    # ---- paths ------------------------------------------------------------------------------
+    @property
+    def log_path(self) -> Path:
+        return self.out_dir / "train_log.csv"
+
+    @property
+    def val_path(self) -> Path:
+        return self.out_dir / "val.csv"
+
+    def state_path(self, iteration: int) -> Path:
+        return self.out_dir / f"state_{iteration:08d}.pt"
+
+    # ---- state ------------------------------------------------------------------------------
+    def state_dict(self, rng: Mapping[str, Any] | None = None, sampler: Mapping[str, Any] | None = None) -> dict:
+        sched = self.scheduler.state_dict()
+        sched["milestones"] = dict(sched.get("milestones", {}))
+        return {
+            "format": STATE_FORMAT, "version": 1, "iteration": self.iteration, "elapsed": self.elapsed,
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(), "scheduler": sched,
+            "rng": dict(rng) if rng is not None else capture_rng(),
+            "sampler": dict(sampler) if sampler is not None else self.sampler.state_dict(),
+            "settings": self.settings.identity(), "columns": self.columns, "best": self.best, "meta": self.meta,
+        }
+
+    def load_state(self, path: Path) -> None:
+        state = load_torch(path)
+        if not isinstance(state, Mapping) or state.get("format") != STATE_FORMAT:
+            raise BenchError(f"{path} is not a training-state checkpoint")
+        if canonical_hash(state["settings"]) != canonical_hash(self.settings.identity()):
+            raise BenchError(f"{path} was written with other training settings; remove {self.out_dir} to start over")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        sched = dict(state["scheduler"])
+        from collections import Counter
+
+        sched["milestones"] = Counter({int(k): int(v) for k, v in sched.get("milestones", {}).items()})
+        self.scheduler.load_state_dict(sched)
+        restore_rng(state["rng"])
+        self.sampler.load_state_dict(state["sampler"])
+        self.iteration, self.elapsed = int(state["iteration"]), float(state["elapsed"])
+        self.columns, self.best = state.get("columns"), state.get("best")
+        self.resumed_from = path
+
+    def save_state(self, rng: Mapping[str, Any] | None = None, sampler: Mapping[str, Any] | None = None) -> Path:
+        path = self.state_path(self.iteration)
+        save_torch(self.state_dict(rng, sampler), path)
+        states = sorted(p for p in self.out_dir.glob("state_*.pt") if _STATE_RE.match(p.name))
+        for old in states[: max(0, len(states) - self.settings.keep_states)]:
+            if old != path:
+                old.unlink(missing_ok=True)
+        return path
+
+    def save_weights(self, path: Path, selected: str) -> Path:
+        save_torch({"format": WEIGHTS_FORMAT, "version": 1, "iteration": self.iteration, "selected": selected,
+                    "model": self.model.state_dict(), "meta": self.meta}, path)
+        return path
+
+    # ---- logs -------------------------------------------------------------------------------
+    def _truncate_csv(self, path: Path, upto: int) -> None:
+        """Drop rows written after the checkpoint we resume from (they will be redone)."""
+        if not path.exists():
+            return
+        with open(path, newline="") as f:
+            rows = list(csv.reader(f))
+        if not rows:
+            return
+        keep = [rows[0]] + [r for r in rows[1:] if r and r[0].isdigit() and int(r[0]) <= upto]
+        if len(keep) != len(rows):
+            buf = io.StringIO()
+            csv.writer(buf, lineterminator="\n").writerows(keep)
+            write_text(path, buf.getvalue())
+
+    def _append(self, path: Path, header: list[str], row: list[Any]) -> None:
+        new = not path.exists() or path.stat().st_size == 0
+        with open(path, "a", newline="") as f:
+            w = csv.writer(f, lineterminator="\n")
+            if new:
+                w.writerow(header)
+            w.writerow(row)
+
+    # ---- validation -------------------------------------------------------------------------
+    @torch.no_grad()
+    def validate(self) -> float:
+        from .imageio import quantize, to_tensor
+        from .metrics import psnr_rgb
+
+        if self._val_images is None:
+            self._val_images = [(p.load_low(), p.load_high()) for p in self.val_pairs]
+        was_training = self.model.training
+        self.model.eval()
+        scores = []
+        try:
+            for low, high in self._val_images:
+                out = self.enhance_fn(to_tensor(low).to(self.device))  # type: ignore[misc]
+                scores.append(psnr_rgb(quantize(out), high))
+        finally:
+            self.model.train(was_training)
+        finite = [s for s in scores if math.isfinite(s)]
+        return float(np.mean(finite)) if finite else float("inf")
+
+    def _maybe_validate(self, final: bool) -> None:
+        s = self.settings
+        if s.val_every <= 0 or not self.val_pairs:
+            return
+        if not final and self.iteration % s.val_every:
+            return
+        t0 = time.perf_counter()
+        psnr = self.validate()
+        self._append(self.val_path, ["iteration", "psnr", "n", "seconds"],
+                     [self.iteration, f"{psnr:.6f}", len(self.val_pairs), f"{time.perf_counter() - t0:.3f}"])
+        if self.best is None or psnr > self.best["psnr"]:
+            self.best = {"iteration": self.iteration, "psnr": psnr}
+            if s.select == "val_psnr":
+                self.save_weights(self.out_dir / "model_best.pt", f"val_psnr@{self.iteration}")
+
+    # ---- the loop ---------------------------------------------------------------------------
+    def _on_iteration_end(self, iteration: int) -> None:
+        """Hook called after every completed iteration (tests use it to simulate interruptions)."""
+
+    def run(self) -> Path:
+        s = self.settings
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = bool(s.cudnn_benchmark)
+        seed_all(self.seed)
+        latest = latest_state(self.out_dir)
+        if latest is not None:
+            self.load_state(latest)
+        self._truncate_csv(self.log_path, self.iteration)
+        self._truncate_csv(self.val_path, self.iteration)
+        write_json(self.out_dir / "train_settings.json",
+                   {"settings": asdict(s), "sampler": getattr(self.sampler, "describe", dict)(), "seed": self.seed,
+                    "device": str(self.device), "resumed_from": str(self.resumed_from) if self.resumed_from else None,
+                    "meta": self.meta})
+        self.model.train()
+        bar = tqdm(total=s.iterations, initial=self.iteration, desc=self.desc, unit="it", disable=not self.progress,
+                   dynamic_ncols=True)
+        last_saved = self.iteration
+        try:
+            while self.iteration < s.iterations:
+                t0 = time.perf_counter()
+                self._pre_step = {"rng": capture_rng(), "sampler": self.sampler.state_dict()}
+                self._phase = _Phase.COMPUTING
+                batch = self.sampler.next_batch()
+                self.optimizer.zero_grad(set_to_none=True)
+                terms = self.step_fn(batch)
+                loss = terms["loss"]
+                loss.backward()
+                values = {k: float(v.detach()) if isinstance(v, torch.Tensor) else float(v) for k, v in terms.items()}
+                if not math.isfinite(values["loss"]):
+                    raise BenchError(f"training loss became {values['loss']} at iteration {self.iteration + 1}; "
+                                     f"the last checkpoint is kept in {self.out_dir}")
+                if s.grad_clip > 0:
+                    values["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.params, s.grad_clip))
+                lr = self.optimizer.param_groups[0]["lr"]
+                self._phase = _Phase.UPDATING
+                self.optimizer.step()
+                self.scheduler.step()
+                self.iteration += 1
+                self.elapsed += time.perf_counter() - t0
+                self._phase = _Phase.CLEAN
+                if self.columns is None:
+                    self.columns = list(values)
+                if self.iteration % max(1, s.log_every) == 0 or self.iteration == s.iterations:
+                    self._append(self.log_path, ["iteration", *self.columns, "lr", "seconds"],
+                                 [self.iteration, *(f"{values.get(c, float('nan')):.6g}" for c in self.columns),
+                                  f"{lr:.6g}", f"{self.elapsed:.3f}"])
+                bar.update(1)
+                bar.set_postfix(loss=f"{values['loss']:.4g}", lr=f"{lr:.2g}", refresh=False)
+                self._maybe_validate(final=self.iteration == s.iterations)
+                if (s.checkpoint_every > 0 and self.iteration % s.checkpoint_every == 0) \
+                        or self.iteration == s.iterations:
+                    self.save_state()
+                    last_saved = self.iteration
+                self._on_iteration_end(self.iteration)
+        except KeyboardInterrupt:
+            self._save_on_interrupt(last_saved)
+            raise
+        finally:
+            bar.close()
+        if self.iteration > last_saved:
+            self.save_state()
+        best = self.out_dir / "model_best.pt"
+        if self.settings.select == "val_psnr" and best.exists():
+            return best
+        return self.save_weights(self.out_dir / "model_final.pt", "last")
+
+    def _save_on_interrupt(self, last_saved: int) -> None:
+        """Keep the last completed iteration when the user presses Ctrl-C (see module doc)."""
+        if self._phase == _Phase.CLEAN and self.iteration > last_saved:
+            self.save_state()
+        elif self._phase == _Phase.COMPUTING and self.iteration > last_saved and self._pre_step is not None:
+            # parameters and optimiser are untouched; rewind the batch draw and the global RNGs
+            self.save_state(rng=self._pre_step["rng"], sampler=self._pre_step["sampler"])
