@@ -7,7 +7,7 @@ IQA    := $(VENV)/.stamp-iqa
 DEMO_METHOD ?= identity
 PYTEST_ARGS ?=
 
-.PHONY: setup setup-iqa demo test test-all bench verify clean-results help
+.PHONY: setup setup-iqa demo test test-all bench verify clean-results help gpu-check
 
 help:
 	@echo "make demo      set up .venv and run the main job on the embedded demo set"
@@ -50,3 +50,9 @@ verify: $(CORE)
 
 clean-results:
 	@echo "Completed runs are never deleted by make. Remove results/runs/<dataset>/<method>/<id> by hand."
+
+# GPU checks for a lent accelerator machine, which has torch but no .venv: `make gpu-check PY=python3`.
+PY ?= $(BIN)/python
+gpu-check:
+	PYTHONPATH=. $(PY) -m pytest -q -m gpu tests/test_gpu.py
+	PYTHONPATH=. $(PY) -m bench.cli perf dsn --device cuda
