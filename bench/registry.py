@@ -14,6 +14,7 @@ METHODS: dict[str, str] = {
     "identity": "bench.methods.identity:Identity",
     "lime": "baselines.lime.adapter:Lime",
     "eff": "baselines.eff.adapter:Eff",
+    "retinexnet": "baselines.retinexnet.adapter:RetinexNet",
 }
 
 ALIASES: dict[str, str] = {}
