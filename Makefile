@@ -18,7 +18,7 @@ help:
 $(CORE): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	# torch is pinned exactly in pyproject.toml; pip (not uv) finds the local wheels
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q -e '.[dev,study]'
 	touch $@
 
 # pyiqa is optional and non-commercially licensed: install it without its ~1 GB of dependencies,

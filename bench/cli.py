@@ -303,6 +303,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .report import register as register_report
 
     register_report(sub, [quiet])
+    from .study import register as register_study
+
+    register_study(sub, [quiet])
     return p
 
 
