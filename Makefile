@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 CORE   := $(VENV)/.stamp-core
 IQA    := $(VENV)/.stamp-iqa
-DEMO_METHOD ?= identity
+DEMO_METHOD ?= ours
 PYTEST_ARGS ?=
 
 .PHONY: setup setup-iqa demo test test-all bench verify clean-results help gpu-check
@@ -56,3 +56,32 @@ PY ?= $(BIN)/python
 gpu-check:
 	PYTHONPATH=. $(PY) -m pytest -q -m gpu tests/test_gpu.py
 	PYTHONPATH=. $(PY) -m bench.cli perf dsn --device cuda
+
+# --- paper tables and figures (bench reproduce / bench report / bench figure) ---
+PROFILE  ?= paper
+DATASETS ?=
+SEEDS    ?=
+JOBS     ?= 1
+REPRODUCE_ARGS ?=
+FIGURES  ?= fig1 fig5 fig6 fig7 fig8 fig9 table1-distribution table1-cost
+FIGURE_ARGS ?=
+_TABLE_ARGS = --profile $(PROFILE) $(if $(DATASETS),--datasets $(DATASETS)) $(if $(SEEDS),--seeds $(SEEDS))
+
+.PHONY: reproduce-table1 reproduce-table2 figures figures-demo
+
+# e.g. make reproduce-table1 PROFILE=smoke DATASETS=demo   (JOBS=4, SEEDS="0 1 2", REPRODUCE_ARGS="--executor slurm ...")
+reproduce-table1 reproduce-table2: reproduce-%: $(CORE)
+	$(BIN)/bench reproduce $* $(_TABLE_ARGS) --jobs $(JOBS) --no-report $(REPRODUCE_ARGS)
+	$(BIN)/bench report $* $(_TABLE_ARGS)
+
+# the paper's figures (need runs on lol/fivek); figure-NAME draws one, e.g. make figure-fig7
+figures: $(CORE)
+	$(BIN)/bench figure $(FIGURES) $(FIGURE_ARGS)
+
+figure-%: $(CORE)
+	$(BIN)/bench figure $* $(FIGURE_ARGS)
+
+# the demo figures: makes (or reuses) the smoke demo runs of Table 1 first
+figures-demo: $(CORE)
+	$(BIN)/bench -q reproduce table1 --profile smoke --datasets demo --no-report
+	$(BIN)/bench figure demo-grid demo-distribution demo-cost $(FIGURE_ARGS)

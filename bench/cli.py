@@ -303,6 +303,14 @@ def build_parser() -> argparse.ArgumentParser:
     from .report import register as register_report
 
     register_report(sub, [quiet])
+    from .figures import register as register_figure
+    from .reproduce import register as register_reproduce
+
+    register_reproduce(sub, [quiet])
+    register_figure(sub, [quiet])
+    from .weights import register as register_weights
+
+    register_weights(sub, [quiet])
     from .study import register as register_study
 
     register_study(sub, [quiet])

@@ -12,12 +12,15 @@ from .errors import BenchError, unknown_name
 
 METHODS: dict[str, str] = {
     "identity": "bench.methods.identity:Identity",
+    "ours": "bench.dsn.adapter:DSNMethod",
     "lime": "baselines.lime.adapter:Lime",
     "eff": "baselines.eff.adapter:Eff",
     "retinexnet": "baselines.retinexnet.adapter:RetinexNet",
+    "zero-dce": "baselines.zero_dce.adapter:ZeroDCE",
+    "csrnet": "baselines.csrnet.adapter:CSRNetMethod",
 }
 
-ALIASES: dict[str, str] = {}
+ALIASES: dict[str, str] = {"dsn": "ours"}
 
 
 def canonical(name: str) -> str:

@@ -118,7 +118,7 @@ def ensure_weights(cls: type[Method], method: Method, spec: RunSpec, m: Manifest
     if sha256_file(ckpt) != done["sha256"]:
         raise BenchError(f"checkpoint {ckpt} does not match the hash recorded when it was trained")
     return ckpt, {"source": "trained", "train_run": str(train_dir), "path": str(ckpt), "sha256": done["sha256"],
-                  "selected_on": "last"}
+                  "selected_on": getattr(method.config, "select", "last")}
 
 
 def train_only(spec: RunSpec) -> tuple[Path, dict[str, Any]]:

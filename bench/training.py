@@ -32,7 +32,11 @@ Two pieces:
     scheduler, RNG states, sampler state, iteration), *resume* from the latest checkpoint in ``out_dir``,
     optional validation PSNR on whole validation images (``val.csv``; logged only unless
     ``select="val_psnr"``; the test split is never seen here), and the final weights file
-    (``model_final.pt``, or ``model_best.pt`` under ``select="val_psnr"``) whose path it returns.
+    (``model_final.pt``: ``{"format": "bench-weights", "model", "iteration", "selected", "meta"}``, or
+    ``model_best.pt`` under ``select="val_psnr"``) whose path it returns. When it is written,
+    ``train_done.json`` records it and the training states are deleted (they hold the Adam moments too,
+    3× the weights; ``keep_final_state=True`` keeps the last); calling ``run`` again with the same
+    settings returns the finished weights without training.
 
     A Ctrl-C between iterations, or during the forward/backward part of one, saves the state of the last
     completed iteration before re-raising, so ``bench train`` continues exactly where it stopped.
@@ -49,7 +53,7 @@ import math
 import random
 import re
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -307,7 +311,8 @@ class TrainSettings:
     milestones: tuple[int, ...] = ()   # iterations after which the LR is multiplied by gamma
     gamma: float = 0.5
     checkpoint_every: int = 1000       # 0 = only at the end
-    keep_states: int = 1               # how many state_*.pt files to keep
+    keep_states: int = 1               # how many state_*.pt files to keep while training
+    keep_final_state: bool = False     # keep the last state_*.pt once the weights file is written
     val_every: int = 0                 # 0 = no validation; otherwise also once at the end
     select: str = "last"               # "last" or "val_psnr" (best validation PSNR; never the test set)
     log_every: int = 1
@@ -326,7 +331,7 @@ class TrainSettings:
     def identity(self) -> dict[str, Any]:
         """What must agree for a checkpoint to be resumed (the log/checkpoint cadence may change)."""
         d = asdict(self)
-        for k in ("checkpoint_every", "keep_states", "log_every", "val_every"):
+        for k in ("checkpoint_every", "keep_states", "keep_final_state", "log_every", "val_every"):
             d.pop(k)
         return d
 
@@ -502,6 +507,9 @@ class Trainer:
     def run(self) -> Path:
         s = self.settings
         self.out_dir.mkdir(parents=True, exist_ok=True)
+        finished = self._finished()
+        if finished is not None:
+            return finished
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = bool(s.cudnn_benchmark)
         seed_all(self.seed)
@@ -564,8 +572,31 @@ class Trainer:
             self.save_state()
         best = self.out_dir / "model_best.pt"
         if self.settings.select == "val_psnr" and best.exists():
-            return best
-        return self.save_weights(self.out_dir / "model_final.pt", "last")
+            final = best
+        else:
+            final = self.save_weights(self.out_dir / "model_final.pt", "last")
+        write_json(self.done_path, {"weights": final.name, "iteration": self.iteration,
+                                    "settings": canonical_hash(s.identity())})
+        if not s.keep_final_state:  # 3x the weights (Adam moments); nothing is left to resume
+            for old in self.out_dir.glob("state_*.pt"):
+                old.unlink(missing_ok=True)
+        return final
+
+    @property
+    def done_path(self) -> Path:
+        return self.out_dir / "train_done.json"
+
+    def _finished(self) -> Path | None:
+        """The weights of an already finished run with these settings (training is not repeated)."""
+        import json
+
+        if not self.done_path.exists():
+            return None
+        done = json.loads(self.done_path.read_text())
+        path = self.out_dir / str(done.get("weights"))
+        if done.get("settings") == canonical_hash(self.settings.identity()) and path.is_file():
+            return path
+        return None
 
     def _save_on_interrupt(self, last_saved: int) -> None:
         """Keep the last completed iteration when the user presses Ctrl-C (see module doc)."""

@@ -374,18 +374,25 @@ def cmd_weights(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: Any, parents: Sequence[argparse.ArgumentParser] = ()) -> argparse.ArgumentParser:
-    """Add ``weights`` and its sub-commands to ``subparsers``.
+    """Add ``weights`` and its sub-commands to ``subparsers`` (from ``ArgumentParser.add_subparsers``).
 
-    ``parents`` (e.g. cli.py's ``quiet``) are given to the nested commands. The ``weights`` parser itself
-    is created with ``subparsers.add_parser`` *without* ``parents``, because cli.py's sub-parser factory
-    already adds its common parents to every top-level command."""
+    ``parents`` (e.g. cli.py's ``quiet``) go to ``weights`` and to each nested command. cli.py wraps its
+    ``add_parser`` so that it passes its own parents already; that wrapper refuses a second ``parents``
+    (TypeError), and the top-level parser is then created without them, as ``bench.report.register`` does."""
     fmt = argparse.RawDescriptionHelpFormatter
-    w = subparsers.add_parser(
-        "weights", help="import, show or verify weight files (VGG-16 for ours, official DSN checkpoints)",
+    kw: dict[str, Any] = dict(
+        help="import, show or verify weight files (VGG-16 for ours, official DSN checkpoints)",
         formatter_class=fmt,
         epilog="examples:\n  bench weights import vgg16 ~/Downloads/vgg16.weight\n"
                "  bench weights import vgg16 vgg16-397923af.pth\n  bench weights import official fiveK_G.pth\n"
                "  bench weights show\n  bench weights verify")
+    if parents:
+        kw["parents"] = list(parents)
+    try:
+        w = subparsers.add_parser("weights", **kw)
+    except TypeError:
+        kw.pop("parents", None)
+        w = subparsers.add_parser("weights", **kw)
     wsub = w.add_subparsers(dest="weights_cmd", required=True, parser_class=type(w))
     imp = wsub.add_parser("import", parents=list(parents), formatter_class=fmt,
                           help="check a weights file and record it (vgg16: store its conv1 tensors)",

@@ -15,7 +15,7 @@ clamping, as in the official training) and return a scalar.
   ``PSNR_i = 10·log10(1 / (MSE_i + eps))``, ``MSE_i`` the mean squared error over C×H×W of image i and
   ``eps = 1e-10`` (caps the loss at -100 dB instead of -inf for a perfect match). Note its gradient is
   ``(10/ln 10)·∇MSE_i / MSE_i``: at 20 dB it is roughly 200× smaller than the sum-L2 gradient of a
-  180² crop, which makes the (coupled) weight decay relatively stronger and the clip at 10 inactive.
+  180² crop, which makes the (coupled) weight decay relatively stronger and the clip at 10 act far less.
   The paper does not say how it balanced this; we keep the optimiser settings unchanged.
 - :func:`quantize_ste` -- IRN's ``Quantization``: clamp to [0,1], round to a multiple of 1/255 in
   the forward pass, straight-through (identity) gradient. Applied to the normal-light image before
