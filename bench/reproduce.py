@@ -18,15 +18,14 @@ Then the runs that are not done or blocked are executed -- in this process one a
 submitit (``--executor slurm``) -- each with a log under ``<results>/logs/reproduce/<table>/``, and the table
 is written with :func:`bench.report.write_table`.
 
-The run identity here mirrors ``bench.run.execute`` and ``bench.run.ensure_weights`` (which this module may
-not change); ``tests/test_reproduce.py`` checks that the predicted directories are the ones ``execute`` makes.
+Run and training directories are predicted with ``bench.run``'s own identity functions (``run_identity``,
+``train_dir_for``), so a plan and ``bench run`` can never disagree about what is done.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
-import dataclasses
 import json
 import logging
 import os
@@ -219,36 +218,10 @@ def dataset_state(name: str, build: bool = False) -> DatasetState:
     return DatasetState(name, locked(m))
 
 
-# --- run identity (mirrors bench.run.ensure_weights and bench.run.execute) ------------------------
-def train_identity(cls: Any, config: Any, m: Any, seed: int, profile: str) -> dict[str, Any]:
-    return {"method": cls.name, "version": cls.version, "config": dataclasses.asdict(config),
-            "dataset": m.name, "train_fingerprint": m.fingerprint("train"), "seed": seed, "profile": profile}
+def _identity_functions():
+    from .run import run_dir_for, run_identity, train_dir_for
 
-
-def train_dir_for(cls: Any, config: Any, m: Any, seed: int, profile: str) -> Path:
-    from .fsutil import canonical_hash
-    from .paths import results_root
-
-    train_id = canonical_hash(train_identity(cls, config, m, seed, profile))[:12]
-    return results_root() / "train" / m.name / cls.name / train_id
-
-
-def run_identity(name: str, cls: Any, config: Any, weights_sha256: str | None, m: Any, split: str, seed: int,
-                 profile: str) -> dict[str, Any]:
-    """The identity ``bench run`` hashes (no ``--limit``: reproduce runs whole splits)."""
-    return {"method": name, "method_version": cls.version, "config": dataclasses.asdict(config),
-            "weights_sha256": weights_sha256, "dataset": m.name, "dataset_version": m.version,
-            "fingerprint": m.fingerprint(split), "split": split, "seed": seed, "profile": profile,
-            "limit": None, "ids": None}
-
-
-def run_dir_for(name: str, cls: Any, config: Any, weights_sha256: str | None, m: Any, split: str, seed: int,
-                profile: str) -> Path:
-    from .fsutil import canonical_hash
-    from .paths import results_root
-
-    run_id = canonical_hash(run_identity(name, cls, config, weights_sha256, m, split, seed, profile))[:12]
-    return results_root() / "runs" / m.name / name / run_id
+    return run_dir_for, run_identity, train_dir_for
 
 
 def _enhanced(run_dir: Path) -> int:
@@ -261,9 +234,10 @@ def _enhanced(run_dir: Path) -> int:
 
 def _run_state(run: PlannedRun, name: str, cls: Any, config: Any, m: Any) -> None:
     """Fill ``run.state``/``detail``/``run_dir``/``train_dir`` as ``bench run`` would find them."""
+    run_dir_for, run_identity, train_dir_for = _identity_functions()
     weights_sha = None
     if cls.trainable:
-        tdir = train_dir_for(cls, config, m, run.seed, run.profile)
+        tdir = train_dir_for(cls, config, m, run.seed, run.profile)  # bench.run's own identity
         run.train_dir = tdir
         done = tdir / "DONE"
         if not done.exists():
@@ -277,7 +251,7 @@ def _run_state(run: PlannedRun, name: str, cls: Any, config: Any, m: Any) -> Non
         except (ValueError, KeyError, OSError):
             run.state, run.detail = "to run", f"training record {_rel(done)} unreadable; bench run will say why"
             return
-    run.run_dir = run_dir_for(name, cls, config, weights_sha, m, run.split, run.seed, run.profile)
+    run.run_dir = run_dir_for(run_identity(name, cls, config, weights_sha, m, run.split, run.seed, run.profile))
     if (run.run_dir / "DONE").exists():
         run.state, run.detail = "done", ""
     elif run.run_dir.exists():

@@ -86,6 +86,29 @@ def _train_pairs(m: Manifest, split: str) -> list[TrainPair]:
             for p in m.split(split)] if split in m.splits else []
 
 
+def train_identity(cls: type[Method], config: Any, m: Manifest, seed: int, profile: str) -> dict[str, Any]:
+    """Everything that can change trained weights; its hash names the training run directory."""
+    return {"method": cls.name, "version": cls.version, "config": dataclasses.asdict(config),
+            "dataset": m.name, "train_fingerprint": m.fingerprint("train"), "seed": seed, "profile": profile}
+
+
+def train_dir_for(cls: type[Method], config: Any, m: Manifest, seed: int, profile: str) -> Path:
+    return results_root() / "train" / m.name / cls.name / canonical_hash(train_identity(cls, config, m, seed, profile))[:12]
+
+
+def run_identity(name: str, cls: type[Method], config: Any, weights_sha256: str | None, m: Manifest, split: str,
+                 seed: int, profile: str, limit: int | None = None, ids: list[str] | None = None) -> dict[str, Any]:
+    """Everything that can change an output; its hash is the run ID (``bench reproduce`` predicts it too)."""
+    return {"method": name, "method_version": cls.version, "config": dataclasses.asdict(config),
+            "weights_sha256": weights_sha256, "dataset": m.name, "dataset_version": m.version,
+            "fingerprint": m.fingerprint(split), "split": split, "seed": seed, "profile": profile,
+            "limit": limit, "ids": ids}
+
+
+def run_dir_for(identity: dict[str, Any]) -> Path:
+    return results_root() / "runs" / identity["dataset"] / identity["method"] / canonical_hash(identity)[:12]
+
+
 def ensure_weights(cls: type[Method], method: Method, spec: RunSpec, m: Manifest,
                    device: torch.device) -> tuple[Path | None, dict[str, Any]]:
     """Weights for a trainable method: ``--weights``, else a finished matching training run, else train now."""
@@ -97,12 +120,8 @@ def ensure_weights(cls: type[Method], method: Method, spec: RunSpec, m: Manifest
         return None, {"source": "none"}
     if "train" not in m.splits:
         raise BenchError(f"{cls.name} needs training but dataset {m.name} has no train split; pass --weights")
-    identity = {
-        "method": cls.name, "version": cls.version, "config": dataclasses.asdict(method.config),
-        "dataset": m.name, "train_fingerprint": m.fingerprint("train"), "seed": spec.seed, "profile": spec.profile,
-    }
-    train_id = canonical_hash(identity)[:12]
-    train_dir = results_root() / "train" / m.name / cls.name / train_id
+    identity = train_identity(cls, method.config, m, spec.seed, spec.profile)
+    train_dir = train_dir_for(cls, method.config, m, spec.seed, spec.profile)
     ckpt_record = train_dir / "DONE"
     if not ckpt_record.exists():
         check_writable(train_dir)
@@ -265,14 +284,11 @@ def execute(spec: RunSpec) -> RunResult:
 
     method = cls(config)
     weights, weights_info = ensure_weights(cls, method, spec, m, device)
-    identity = {
-        "method": name, "method_version": cls.version, "config": dataclasses.asdict(config),
-        "weights_sha256": weights_info.get("sha256"), "dataset": m.name, "dataset_version": m.version,
-        "fingerprint": m.fingerprint(spec.split), "split": spec.split, "seed": spec.seed,
-        "profile": spec.profile, "limit": spec.limit, "ids": None if spec.limit is None else [p.id for p in pairs],
-    }
-    run_id = canonical_hash(identity)[:12]
-    run_dir = check_writable(results_root() / "runs" / m.name / name) / run_id
+    identity = run_identity(name, cls, config, weights_info.get("sha256"), m, spec.split, spec.seed, spec.profile,
+                            spec.limit, None if spec.limit is None else [p.id for p in pairs])
+    run_dir = run_dir_for(identity)
+    run_id = run_dir.name
+    check_writable(run_dir.parent)
     if (run_dir / "DONE").exists() and not spec.force:
         return RunResult(run_dir, True, _read_metrics(run_dir))
     if spec.force:

@@ -22,9 +22,9 @@ from bench.reproduce import (
     parse_minutes,
     plan_table,
     register,
-    run_dir_for,
     slurm_parameters,
 )
+from bench.run import run_dir_for, run_identity
 
 # --- helpers --------------------------------------------------------------------------------------
 
@@ -423,6 +423,6 @@ def test_run_dir_for_matches_the_run_module(demo, fake_methods):
 
     cls = registry.load_method_class("gain")
     config = build_config(cls, "quick", {"gain": "3"}, "demo")
-    predicted = run_dir_for("gain", cls, config, None, locked(load_manifest("demo")), "test", 4, "quick")
+    predicted = run_dir_for(run_identity("gain", cls, config, None, locked(load_manifest("demo")), "test", 4, "quick"))
     made = execute(RunSpec("gain", "demo", profile="quick", seed=4, overrides={"gain": "3"}, progress=False))
     assert made.run_dir == predicted
