@@ -18,6 +18,11 @@ METHODS: dict[str, str] = {
     "retinexnet": "baselines.retinexnet.adapter:RetinexNet",
     "zero-dce": "baselines.zero_dce.adapter:ZeroDCE",
     "csrnet": "baselines.csrnet.adapter:CSRNetMethod",
+    "kind": "baselines.kind.adapter:KinD",
+    "drbn": "baselines.drbn.adapter:DRBN",
+    "dpe": "baselines.dpe.adapter:DPE",
+    "enlightengan": "baselines.enlightengan.adapter:EnlightenGAN",
+    "deeplpf": "baselines.deeplpf.adapter:DeepLPF",
 }
 
 ALIASES: dict[str, str] = {"dsn": "ours"}
