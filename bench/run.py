@@ -88,8 +88,13 @@ def _train_pairs(m: Manifest, split: str) -> list[TrainPair]:
 
 def train_identity(cls: type[Method], config: Any, m: Manifest, seed: int, profile: str) -> dict[str, Any]:
     """Everything that can change trained weights; its hash names the training run directory."""
-    return {"method": cls.name, "version": cls.version, "config": dataclasses.asdict(config),
-            "dataset": m.name, "train_fingerprint": m.fingerprint("train"), "seed": seed, "profile": profile}
+    options = {k: v for k, v in dataclasses.asdict(config).items() if k not in cls.test_time_options}
+    identity = {"method": cls.name, "version": cls.version, "config": options,
+                "dataset": m.name, "train_fingerprint": m.fingerprint("train"), "seed": seed, "profile": profile}
+    extra = cls(config).training_identity()
+    if extra:
+        identity["extra"] = extra
+    return identity
 
 
 def train_dir_for(cls: type[Method], config: Any, m: Manifest, seed: int, profile: str) -> Path:
@@ -175,14 +180,21 @@ def _pad(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, int, int]:
     return x, h, w
 
 
-def enhance_one(method: Method, low: np.ndarray, device: torch.device) -> tuple[np.ndarray, float]:
+def enhance_one(method: Method, low: np.ndarray, device: torch.device,
+                reference: np.ndarray | None = None) -> tuple[np.ndarray, float]:
     """The harness side of the adapter contract: pad, call, check, crop, quantise; time the call."""
     x, h, w = _pad(to_tensor(low).to(device), method.pad_multiple)
+    kwargs = {}
+    if method.needs_reference_at_test:
+        if reference is None:
+            raise BenchError(f"{method.name} with these options needs the ground truth at test time; "
+                             "the dataset split has no reference images")
+        kwargs["reference"] = _pad(to_tensor(reference).to(device), method.pad_multiple)[0]
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     t0 = time.perf_counter()
     with torch.no_grad():
-        y = method.enhance(x)
+        y = method.enhance(x, **kwargs)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     elapsed = (time.perf_counter() - t0) * 1000.0
@@ -225,8 +237,12 @@ def enhance_stage(method: Method, m: Manifest, pairs: list[Pair], run_dir: Path,
             writer.writeheader()
         for p in tqdm(todo, desc=f"enhance {method.name}", unit="img", disable=not progress):
             low = read_rgb(m.file_path(p.low))
+            reference = read_rgb(m.file_path(p.high)) if method.needs_reference_at_test and p.high else None
             torch.manual_seed(image_seed(seed, p.id))
-            out, ms = enhance_one(method, low, device)
+            out, ms = enhance_one(method, low, device, reference)
+            record = method.image_record()
+            if record is not None:
+                write_json(run_dir / "records" / f"{p.id}.json", record)
             dest = outputs / f"{p.id}.png"
             write_png(dest, out)
             writer.writerow({"id": p.id, "height": out.shape[0], "width": out.shape[1], "runtime_ms": f"{ms:.3f}",
@@ -305,6 +321,9 @@ def execute(spec: RunSpec) -> RunResult:
         seed_everything(spec.seed)
         setup_info = method.setup(device, weights) or {}
         provenance = {**setup_info, **method.provenance()}
+        if method.needs_reference_at_test:
+            # an oracle: such numbers never share a column with ground-truth-free ones (protocol.md §4.4)
+            provenance["uses_ground_truth_at_test"] = True
         config_doc = {
             "run_id": run_id, "method": name, "display_name": cls.display_name, "family": cls.family,
             "method_version": cls.version, "trainable": cls.trainable, "config": dataclasses.asdict(config),

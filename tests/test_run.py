@@ -174,3 +174,51 @@ def test_size_mismatch_in_a_pair_is_refused(fake_methods, bench_env, rng):
     write_png(high / "a.png", rng.integers(0, 256, (8, 9, 3), dtype=np.uint8))
     with pytest.raises(BenchError, match="checksum mismatch"):
         execute(RunSpec("gain", "mine", progress=False))
+
+
+def test_per_image_records_and_ground_truth_oracle_hooks(fake_methods, monkeypatch):
+    import fake_methods as fm
+
+    class Recorder(fm.Gain):
+        name = "recorder"
+
+        def enhance(self, low, reference=None):
+            self.seen = None if reference is None else float(reference.mean())
+            return low
+
+        def image_record(self):
+            return {"reference_mean": self.seen}
+
+    class Oracle(Recorder):
+        name = "oracle"
+        needs_reference_at_test = True
+
+    fm.Recorder, fm.Oracle = Recorder, Oracle
+    monkeypatch.setitem(registry.METHODS, "recorder", "fake_methods:Recorder")
+    monkeypatch.setitem(registry.METHODS, "oracle", "fake_methods:Oracle")
+    plain = execute(RunSpec("recorder", "demo", progress=False)).run_dir
+    rec = json.loads((plain / "records" / "skimage-coffee.json").read_text())
+    assert rec == {"reference_mean": None}  # the reference is withheld unless the method declares the need
+    assert "uses_ground_truth_at_test" not in yaml.safe_load((plain / "config.yaml").read_text())["protocol"]
+    oracle = execute(RunSpec("oracle", "demo", progress=False)).run_dir
+    rec = json.loads((oracle / "records" / "skimage-coffee.json").read_text())
+    high = read_rgb(load_manifest("demo").root / "high" / "skimage-coffee.png")
+    assert rec["reference_mean"] == pytest.approx(high.mean() / 255, abs=1e-6)
+    assert yaml.safe_load((oracle / "config.yaml").read_text())["protocol"]["uses_ground_truth_at_test"] is True
+    from bench.report.collect import admitted, read_run
+
+    assert admitted(read_run(plain), "paper") and not admitted(read_run(oracle), "paper")
+
+
+def test_test_time_options_do_not_retrain_but_training_identity_does(fake_methods, monkeypatch):
+    from bench.run import train_identity
+
+    cls = fake_methods.FitGain
+    m = load_manifest("demo")
+    base = train_identity(cls, cls.Config(), m, 0, "smoke")
+    monkeypatch.setattr(cls, "test_time_options", frozenset({"steps"}))
+    assert train_identity(cls, cls.Config(steps=9), m, 0, "smoke") == train_identity(cls, cls.Config(), m, 0, "smoke")
+    monkeypatch.setattr(cls, "test_time_options", frozenset())
+    assert train_identity(cls, cls.Config(steps=9), m, 0, "smoke") != base
+    monkeypatch.setattr(cls, "training_identity", lambda self: {"vgg": "imagenet"})
+    assert train_identity(cls, cls.Config(), m, 0, "smoke")["extra"] == {"vgg": "imagenet"}

@@ -185,6 +185,22 @@ class EnlightenGAN(Method):
             vgg, info = vgg16_features(device, c.vgg_layer, preprocess="caffe_nomean", **kw)
         return vgg, info
 
+    def training_identity(self) -> dict[str, Any]:
+        """The VGG-16 the perceptual loss will use, so importing real weights retrains instead of reusing
+        weights trained against the random substitute."""
+        c = self.config
+        if c.vgg_weights == "substitute":
+            return {"vgg": "substitute"}
+        if c.vgg_weights != "auto":
+            from bench.fsutil import sha256_file
+
+            return {"vgg_file_sha256": sha256_file(c.vgg_weights)}
+        from bench.fsutil import read_yaml
+        from bench.weights import VGG_RECORD, weights_dir
+
+        record = weights_dir() / VGG_RECORD
+        return {"vgg_file_sha256": (read_yaml(record) or {}).get("source_sha256") if record.exists() else None}
+
     def setup(self, device: torch.device, weights: Path | None = None) -> dict[str, Any]:
         self.device = torch.device(device)
         self.config.validate()

@@ -332,6 +332,8 @@ class KinD(Method):
     pad_multiple = 1           # any size: ceil-mode pooling and cropped transposed convs, as TF "SAME"
     uses_pairs = True
     Config = KinDConfig
+    # the ratio policy and post-processing act at test time only: changing them never retrains
+    test_time_options = frozenset({"ratio", "postprocess"})
     profiles = {
         # a couple of iterations per stage on tiny patches: every code path (3 stages, maps, resume, combine)
         "smoke": {"iterations": 2, "decom_batch": 2, "decom_crop": 24, "adjust_batch": 2, "adjust_crop": 24,

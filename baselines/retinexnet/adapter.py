@@ -158,6 +158,7 @@ class RetinexNet(Method):
     pad_multiple = 1           # any size: TF "SAME" convolutions and nearest resizes to the skips' sizes
     uses_pairs = True
     Config = RetinexNetConfig
+    test_time_options = frozenset({"denoise", "denoise_sigma"})  # applied to R at test time only
     profiles = {
         # a handful of iterations per phase on tiny patches: every code path (both phases, resume, combine)
         "smoke": {"iterations": 3, "batch": 2, "crop": 24, "checkpoint_every": 2, "val_every": 0},

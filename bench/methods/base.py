@@ -59,6 +59,12 @@ class Method:
     pad_multiple: ClassVar[int] = 1
     # Use the paired reference images when training (False for zero-reference and unpaired methods).
     uses_pairs: ClassVar[bool] = True
+    # Config fields that only change inference (e.g. an output gamma): left out of the training identity,
+    # so changing them re-runs the evaluation but never retrains.
+    test_time_options: ClassVar[frozenset[str]] = frozenset()
+    # True when enhance() must see the reference (an oracle such as KinD's ratio=gt): the harness then
+    # passes ``reference=`` and marks the run's protocol ``uses_ground_truth_at_test``.
+    needs_reference_at_test: bool = False
     Config: ClassVar[type] = NoConfig
     # Per-profile overrides of Config fields, e.g. {"smoke": {"iterations": 5}}. A key "paper@fivek" applies on
     # top of "paper" for datasets whose name starts with "fivek" (schedules differ per dataset in the papers).
@@ -81,6 +87,16 @@ class Method:
               seed: int, progress: bool = True) -> Path:
         """Train from scratch (or resume from ``out_dir``); return the checkpoint path."""
         raise BenchError(f"method {self.name} is not trainable")
+
+    def training_identity(self) -> dict[str, Any]:
+        """Facts outside the config that change trained weights (e.g. which VGG weights a perceptual
+        loss used); they are hashed into the training run's identity so a change retrains."""
+        return {}
+
+    def image_record(self) -> dict[str, Any] | None:
+        """What the method decided for the image it last enhanced (e.g. an RL agent's edit sequence);
+        the harness saves it as ``records/<ID>.json`` in the run directory."""
+        return None
 
     # --- introspection ---------------------------------------------------------------------
     def trainable_parameters(self) -> int:

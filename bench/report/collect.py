@@ -135,6 +135,8 @@ def _variant_ok(rec: RunRecord, row: Row) -> bool:
 
 
 def admitted(rec: RunRecord, profile: str) -> bool:
+    if _bool(rec.protocol.get("uses_ground_truth_at_test", False)):
+        return False  # oracle numbers (e.g. KinD ratio=gt) never share a column with GT-free ones
     rank = PROFILE_RANK.get(rec.profile)
     if rank is None or rank < PROFILE_RANK[profile]:
         return False
