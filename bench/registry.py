@@ -18,6 +18,8 @@ METHODS: dict[str, str] = {
     "retinexnet": "baselines.retinexnet.adapter:RetinexNet",
     "zero-dce": "baselines.zero_dce.adapter:ZeroDCE",
     "csrnet": "baselines.csrnet.adapter:CSRNetMethod",
+    "hdrnet": "baselines.hdrnet.adapter:HDRNet",
+    "deepupe": "baselines.deepupe.adapter:DeepUPE",
     "kind": "baselines.kind.adapter:KinD",
     "drbn": "baselines.drbn.adapter:DRBN",
     "dpe": "baselines.dpe.adapter:DPE",
