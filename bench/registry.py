@@ -25,6 +25,8 @@ METHODS: dict[str, str] = {
     "dpe": "baselines.dpe.adapter:DPE",
     "enlightengan": "baselines.enlightengan.adapter:EnlightenGAN",
     "deeplpf": "baselines.deeplpf.adapter:DeepLPF",
+    "distort-recover": "baselines.distort_recover.adapter:DistortRecover",
+    "white-box": "baselines.white_box.adapter:WhiteBox",
 }
 
 ALIASES: dict[str, str] = {"dsn": "ours"}
