@@ -555,6 +555,7 @@ def _cost(spec: FigureSpec) -> tuple[Any, list[dict[str, Any]], list[str]]:
 
     metric = spec.metrics[0]
     notes: list[str] = []
+    legend_room = 0.0
     points: dict[str, list[dict[str, Any]]] = {}
     sources: list[dict[str, Any]] = []
     for ds in spec.datasets:
@@ -619,14 +620,16 @@ def _cost(spec: FigureSpec) -> tuple[Any, list[dict[str, Any]], list[str]]:
                 if len(groups) > 1:
                     from matplotlib.lines import Line2D
 
-                    ax.legend([Line2D([], [], ls="", marker="o", color=c, markeredgecolor="black", markersize=4)
-                               for c in groups.values()], list(groups), loc="lower right", frameon=False,
-                              fontsize=6)
+                    # below the panels: inside them it hides points
+                    fig.legend([Line2D([], [], ls="", marker="o", color=c, markeredgecolor="black", markersize=4)
+                                for c in groups.values()], list(groups), loc="lower center", frameon=False,
+                               fontsize=6.5, ncol=min(3, len(groups)))
+                    legend_room = 0.13
             if shown:
                 lo, hi = min(p["value"] for p in shown), max(p["value"] for p in shown)
                 pad = max(0.08 * (hi - lo), 0.02 * max(abs(hi), 1e-3))
                 ax.set_ylim(lo - pad, hi + 2 * pad)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, legend_room, 1, 1))
     return fig, sources, notes
 
 
