@@ -5,10 +5,11 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
 import yaml
 
@@ -81,6 +82,21 @@ def canonical_hash(obj: Any) -> str:
     """Hash of a JSON-able object that does not depend on key order or whitespace."""
     blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str).encode()
     return sha256_bytes(blob)
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` as plain JSON data (for checkpoint metadata and provenance): mappings become dicts with
+    string keys and lists/tuples become lists, recursively; strings, integers, finite floats, booleans and
+    None stay as they are; anything else (paths, tensors, NaN/inf floats, ...) becomes its ``str``."""
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, (str, int, float, bool, type(None))):
+        return value
+    return str(value)
 
 
 def check_writable(directory: str | os.PathLike) -> Path:

@@ -23,6 +23,11 @@ Two pieces:
     All randomness (permutations, crop positions, flips) comes from one ``torch.Generator`` seeded from
     the run seed, whose state is saved in checkpoints so a resumed run draws the same batches.
 
+``WholeImageSampler``
+    Whole images (no crops) for methods whose official loader feeds full frames: successive random
+    permutations (``drop_last`` or a partial last batch), optional random horizontal/vertical flips, batch 1
+    or batches of same-size images, with the generator state saved in checkpoints like ``CropSampler``'s.
+
 ``Trainer``
     The loop: seeding (python/numpy/torch from the run seed), a fixed number of iterations, Adam with
     optional coupled weight decay (torch's ``Adam(weight_decay=...)``, an L2 term added to the gradient)
@@ -42,7 +47,11 @@ Two pieces:
     completed iteration before re-raising, so ``bench train`` continues exactly where it stopped.
 
 The method supplies ``step_fn(batch) -> {"loss": tensor, <term>: tensor|float, ...}`` and, for
-validation, ``enhance_fn(low) -> output``; everything else is here.
+validation, ``enhance_fn(low) -> output``; everything else is here. Two optional hooks cover schedules
+the settings cannot express: ``lr_lambda(iteration) -> factor`` (the LR of the update that completes
+iteration ``iteration + 1`` is ``settings.lr * factor``, instead of MultiStep milestones) and
+``init_optimizer_state(optimizer)`` (called once when training starts from scratch, never on resume, e.g.
+to continue Adam's step count from an earlier phase).
 """
 
 from __future__ import annotations
@@ -66,7 +75,10 @@ from .fsutil import atomic_path, canonical_hash, write_json, write_text
 
 __all__ = [
     "Batch",
+    "SeededSampler",
     "CropSampler",
+    "WholeImageSampler",
+    "load_training_images",
     "TrainSettings",
     "Trainer",
     "STATE_FORMAT",
@@ -77,8 +89,10 @@ __all__ = [
     "restore_rng",
     "save_torch",
     "load_torch",
+    "load_weights",
     "latest_state",
     "iterations_per_epoch",
+    "constant_lr_schedule",
     "epoch_schedule",
 ]
 
@@ -147,6 +161,13 @@ def load_torch(path: Path) -> Any:
         raise BenchError(f"{path}: not a loadable torch file ({type(e).__name__}: {first[:160]})") from None
 
 
+def load_weights(module: torch.nn.Module, path: Path) -> int:
+    """Load a weights file written by :class:`Trainer` into ``module`` (strictly); return its iteration."""
+    obj = load_torch(path)
+    module.load_state_dict(obj["model"], strict=True)
+    return int(obj["iteration"])
+
+
 def latest_state(out_dir: Path) -> Path | None:
     """The training-state checkpoint with the highest iteration in ``out_dir`` (None if there is none)."""
     found = sorted((int(m.group(1)), p) for p in Path(out_dir).glob("state_*.pt") if (m := _STATE_RE.match(p.name)))
@@ -160,6 +181,15 @@ def iterations_per_epoch(n_train: int, batch: int) -> int:
     if n_train < 1:
         raise BenchError("no training images")
     return math.ceil(n_train / batch)
+
+
+def constant_lr_schedule(iterations: int, epochs: int, n_train: int, batch: int, lr: float) -> tuple[int, str]:
+    """(iterations, description) of a constant-LR run: ``iterations`` if > 0, else ``epochs`` epochs of
+    ceil(n_train / batch) iterations."""
+    if iterations > 0:
+        return iterations, f"fixed: {iterations} iterations, constant lr {lr:g}"
+    per = iterations_per_epoch(n_train, batch)
+    return epochs * per, f"{epochs} epochs x ceil({n_train}/{batch}) = {epochs * per} iterations, constant lr"
 
 
 def epoch_schedule(n_train: int, batch: int, epochs: int, step_epochs: int) -> tuple[int, list[int]]:
@@ -190,7 +220,64 @@ def _pad_to(img: np.ndarray, size: int) -> np.ndarray:
     return np.pad(img, ((ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2), (0, 0)), mode=mode)
 
 
-class CropSampler:
+def load_training_images(pairs: Sequence[Any], *, use_high: bool = True, method: str = "this method",
+                         min_side: int = 1, small_hint: str = "",
+                         prepare: Callable[[np.ndarray], np.ndarray] | None = None,
+                         progress: bool = False) -> tuple[list[np.ndarray], list[np.ndarray] | None]:
+    """Decode every pair once: (lows, highs) as contiguous uint8 H×W×3 arrays (highs None unless ``use_high``).
+    Each reference must exist and match its low image's size, and no side may be below ``min_side`` pixels;
+    ``prepare`` (e.g. a resize) is applied to each image as it is loaded."""
+    lows: list[np.ndarray] = []
+    highs: list[np.ndarray] | None = [] if use_high else None
+    for p in tqdm(pairs, desc="load train images", unit="img", disable=not progress, leave=False):
+        images = [p.load_low()]
+        if highs is not None:
+            high = p.load_high()
+            if high is None:
+                raise BenchError(f"training pair {p.id} has no reference image, but {method} trains on pairs")
+            if high.shape != images[0].shape:
+                raise BenchError(f"training pair {p.id}: low {images[0].shape[1]}×{images[0].shape[0]} and high "
+                                 f"{high.shape[1]}×{high.shape[0]} differ in size")
+            images.append(high)
+        if min(images[0].shape[:2]) < min_side:
+            raise BenchError(f"training image {p.id} is smaller than {min_side} pixels on a side{small_hint}")
+        images = [np.ascontiguousarray(a, dtype=np.uint8) for a in images]
+        if prepare is not None:
+            images = [prepare(a) for a in images]
+        lows.append(images[0])
+        if highs is not None:
+            highs.append(images[1])
+    return lows, highs
+
+
+class SeededSampler:
+    """What the samplers share: the order of the images, drawn from a ``torch.Generator`` seeded from the run
+    seed and a tag (the current permutation, the position in it, the number of passes begun), which checkpoints
+    save and restore (``state_dict`` / ``load_state_dict``), and uint8 N×H×W×3 → float N×3×H×W on the device."""
+
+    device: torch.device
+
+    def _seed_order(self, seed: int, tag: str) -> None:
+        self.generator = torch.Generator().manual_seed(derive_seed(seed, tag))
+        self._perm: list[int] = []
+        self._pos = 0
+        self.epoch = 0
+
+    def _to_tensor(self, arrays: list[np.ndarray]) -> torch.Tensor:
+        t = torch.from_numpy(np.ascontiguousarray(np.stack(arrays)))  # N×h×w×3 uint8
+        t = t.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255.0)
+        return t.contiguous()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"generator": self.generator.get_state(), "perm": list(self._perm), "pos": self._pos,
+                "epoch": self.epoch}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.generator.set_state(state["generator"])
+        self._perm, self._pos, self.epoch = list(state["perm"]), int(state["pos"]), int(state["epoch"])
+
+
+class CropSampler(SeededSampler):
     """Random same-position crops of (low, high) pairs with the 8 dihedral augmentations (see module doc)."""
 
     def __init__(self, pairs: Sequence[Any], crop: int, batch: int, seed: int, *, use_high: bool = True,
@@ -198,43 +285,35 @@ class CropSampler:
                  progress: bool = False):
         if not pairs:
             raise BenchError("no training pairs")
+        self._check_options(crop, batch, small)
+        self.ids = [p.id for p in pairs]
+        self.batch, self.use_high, self.augment, self.small = int(batch), bool(use_high), bool(augment), small
+        self.device = torch.device(device)
+        self.lows, self.highs = load_training_images(pairs, use_high=use_high, progress=progress)
+        self._fit_crop(int(crop))
+        self._seed_order(seed, "crops")
+
+    @staticmethod
+    def _check_options(crop: int, batch: int, small: str) -> None:
         if crop < 1 or batch < 1:
             raise BenchError(f"crop and batch must be positive (crop={crop}, batch={batch})")
         if small not in SMALL_MODES:
             raise BenchError(f"unknown small-image mode {small!r}; choose {' or '.join(SMALL_MODES)}")
-        self.ids = [p.id for p in pairs]
-        self.batch, self.use_high, self.augment, self.small = int(batch), bool(use_high), bool(augment), small
-        self.device = torch.device(device)
-        self.lows: list[np.ndarray] = []
-        self.highs: list[np.ndarray] | None = [] if use_high else None
-        for p in tqdm(pairs, desc="load train images", unit="img", disable=not progress, leave=False):
-            low = np.ascontiguousarray(p.load_low(), dtype=np.uint8)
-            if use_high:
-                high = p.load_high()
-                if high is None:
-                    raise BenchError(f"training pair {p.id} has no reference image, but this method trains on pairs")
-                high = np.ascontiguousarray(high, dtype=np.uint8)
-                if high.shape != low.shape:
-                    raise BenchError(f"training pair {p.id}: low {low.shape[1]}×{low.shape[0]} and high "
-                                     f"{high.shape[1]}×{high.shape[0]} differ in size")
-                self.highs.append(high)  # type: ignore[union-attr]
-            self.lows.append(low)
-        smallest = min(min(a.shape[:2]) for a in self.lows)
+
+    def _fit_crop(self, crop: int) -> None:
+        """Images smaller than ``crop`` (low and high alike): padded once (``reflect``), or the crop reduced to
+        the smallest side (``clip``)."""
         self.padded = 0
-        if small == "clip":
-            self.crop = min(int(crop), smallest)
-        else:
-            self.crop = int(crop)
-            for i, low in enumerate(self.lows):
-                if min(low.shape[:2]) < self.crop:
-                    self.padded += 1
-                    self.lows[i] = _pad_to(low, self.crop)
-                    if self.highs is not None:
-                        self.highs[i] = _pad_to(self.highs[i], self.crop)
-        self.generator = torch.Generator().manual_seed(derive_seed(seed, "crops"))
-        self._perm: list[int] = []
-        self._pos = 0
-        self.epoch = 0
+        if self.small == "clip":
+            self.crop = min(crop, min(min(a.shape[:2]) for a in self.lows))
+            return
+        self.crop = crop
+        for i, low in enumerate(self.lows):
+            if min(low.shape[:2]) < self.crop:
+                self.padded += 1
+                self.lows[i] = _pad_to(low, self.crop)
+                if self.highs is not None:
+                    self.highs[i] = _pad_to(self.highs[i], self.crop)
 
     def __len__(self) -> int:
         return len(self.lows)
@@ -284,18 +363,71 @@ class CropSampler:
             ids.append(self.ids[i])
         return Batch(self._to_tensor(lows), self._to_tensor(highs) if self.highs is not None else None, ids)
 
-    def _to_tensor(self, arrays: list[np.ndarray]) -> torch.Tensor:
-        t = torch.from_numpy(np.ascontiguousarray(np.stack(arrays)))  # N×h×w×3 uint8
-        t = t.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255.0)
-        return t.contiguous()
 
-    def state_dict(self) -> dict[str, Any]:
-        return {"generator": self.generator.get_state(), "perm": list(self._perm), "pos": self._pos,
-                "epoch": self.epoch}
+class WholeImageSampler(SeededSampler):
+    """Whole training images (no crops), in successive random permutations, ``batch`` per step.
 
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.generator.set_state(state["generator"])
-        self._perm, self._pos, self.epoch = list(state["perm"]), int(state["pos"]), int(state["epoch"])
+    ``drop_last=True``: every batch is full; a permutation's tail too short for one is skipped
+    (``DataLoader(shuffle=True, drop_last=True)``). ``False``: the last batch of each pass holds the remainder.
+    ``flips``: random horizontal, then vertical flip (p = 0.5 each, drawn per image, low and high alike). A batch
+    > 1 needs images of one size. ``use_high=False`` loads the low images only (``Batch.high is None``).
+    Images are decoded once and kept as uint8; subclasses may override :meth:`prepare` to transform each one at
+    load time (e.g. resize). The order and the flips come from one ``torch.Generator`` seeded from the run seed
+    and ``seed_tag``, whose state is saved in checkpoints so a resumed run draws the same batches.
+    """
+
+    def __init__(self, pairs: Sequence[Any], batch: int, seed: int, *, use_high: bool = True, flips: bool = False,
+                 drop_last: bool = True, seed_tag: str = "order", min_side: int = 1, small_hint: str = "",
+                 method: str = "this method", device: torch.device | str = "cpu", progress: bool = False):
+        if not pairs:
+            raise BenchError("no training images")
+        self.batch, self.use_high, self.flips, self.drop_last = int(batch), bool(use_high), bool(flips), bool(drop_last)
+        self.device = torch.device(device)
+        if self.drop_last and self.batch > len(pairs):
+            raise BenchError(f"batch {self.batch} is larger than the {len(pairs)} training images")
+        self.ids = [p.id for p in pairs]
+        self.lows, self.highs = load_training_images(pairs, use_high=use_high, method=method, min_side=min_side,
+                                                     small_hint=small_hint, prepare=self.prepare, progress=progress)
+        if self.batch > 1 and len({a.shape for a in self.lows}) > 1:
+            raise BenchError(f"{method}: batch > 1 on whole images needs training images of one size; set crop > 0")
+        self._seed_order(seed, seed_tag)
+
+    def prepare(self, image: np.ndarray) -> np.ndarray:
+        """Applied once to every loaded uint8 H×W×3 image (low and high alike); the identity here."""
+        return image
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def iterations_per_epoch(self) -> int:
+        return len(self) // self.batch if self.drop_last else iterations_per_epoch(len(self), self.batch)
+
+    def describe(self) -> dict[str, Any]:
+        return {"n_images": len(self), "crop": "whole image", "batch": self.batch, "augment": self.flips,
+                "last_batch": "dropped (drop_last=True)" if self.drop_last else "partial (drop_last=False)",
+                "paired": self.use_high}
+
+    def next_batch(self) -> Batch:
+        if self._pos + (self.batch if self.drop_last else 1) > len(self._perm):
+            self._perm = torch.randperm(len(self), generator=self.generator).tolist()
+            self._pos = 0
+            self.epoch += 1
+        idx = self._perm[self._pos:self._pos + self.batch]
+        self._pos += len(idx)
+        lows, highs = [], []
+        for i in idx:
+            images = [self.lows[i]] if self.highs is None else [self.lows[i], self.highs[i]]
+            if self.flips:
+                hflip, vflip = (torch.rand(2, generator=self.generator) < 0.5).tolist()
+                if hflip:
+                    images = [a[:, ::-1] for a in images]
+                if vflip:
+                    images = [a[::-1] for a in images]
+            lows.append(images[0])
+            highs.extend(images[1:])
+        return Batch(self._to_tensor(lows), self._to_tensor(highs) if self.highs is not None else None,
+                     [self.ids[i] for i in idx])
 
 
 # ------------------------------------------------------------------------------------------------
@@ -346,7 +478,8 @@ class Trainer:
     Args:
         model: the module whose ``state_dict`` is checkpointed.
         params: the tensors to optimise (e.g. only those with ``requires_grad``).
-        sampler: a :class:`CropSampler` (or anything with ``next_batch``/``state_dict``/``load_state_dict``).
+        sampler: a :class:`CropSampler` or :class:`WholeImageSampler` (or anything with ``next_batch``,
+            ``state_dict`` and ``load_state_dict``).
         step_fn: ``batch -> {"loss": scalar tensor, other terms...}``; terms are logged in insertion order.
         out_dir: where checkpoints and logs go (the training run's directory).
         settings: :class:`TrainSettings`.
@@ -355,6 +488,13 @@ class Trainer:
             ``val_pairs`` is non-empty.
         val_pairs: pairs to validate on (whole images, PSNR of the 8-bit outputs); never the test split.
         meta: JSON-able facts stored in every checkpoint and the weights file (method, structure, ...).
+        lr_lambda: ``iteration -> factor``; if given, before each iteration every parameter group's LR is set to
+            ``settings.lr * lr_lambda(iteration)`` (``iteration`` = the iterations completed so far), in place of
+            MultiStep milestones (giving both is an error). It is not part of ``settings.identity()``: the
+            method's config must determine it.
+        init_optimizer_state: ``optimizer -> None``, called once before the first iteration of a run that
+            starts from scratch (not when resuming from a checkpoint, which restores the optimiser's state, nor
+            when the run has already finished).
     """
 
     def __init__(self, model: torch.nn.Module, params: Sequence[torch.nn.Parameter] | Any, sampler: Any,
@@ -362,7 +502,8 @@ class Trainer:
                  seed: int, device: torch.device | str = "cpu",
                  enhance_fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
                  val_pairs: Sequence[Any] = (), meta: Mapping[str, Any] | None = None, progress: bool = True,
-                 desc: str = "train"):
+                 desc: str = "train", lr_lambda: Callable[[int], float] | None = None,
+                 init_optimizer_state: Callable[[torch.optim.Optimizer], None] | None = None):
         self.model, self.params = model, [p for p in params]
         self.sampler, self.step_fn, self.settings = sampler, step_fn, settings
         self.out_dir = Path(out_dir)
@@ -372,6 +513,9 @@ class Trainer:
         self.progress, self.desc = progress, desc
         if settings.val_every > 0 and self.val_pairs and enhance_fn is None:
             raise BenchError("validation needs an enhance function")
+        if lr_lambda is not None and settings.milestones:
+            raise BenchError("give either LR milestones or an lr_lambda schedule, not both")
+        self.lr_lambda, self.init_optimizer_state = lr_lambda, init_optimizer_state
         self.optimizer = torch.optim.Adam(self.params, lr=settings.lr, betas=settings.betas,
                                           weight_decay=settings.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, list(settings.milestones),
@@ -516,6 +660,8 @@ class Trainer:
         latest = latest_state(self.out_dir)
         if latest is not None:
             self.load_state(latest)
+        elif self.init_optimizer_state is not None:
+            self.init_optimizer_state(self.optimizer)
         self._truncate_csv(self.log_path, self.iteration)
         self._truncate_csv(self.val_path, self.iteration)
         write_json(self.out_dir / "train_settings.json",
@@ -533,6 +679,10 @@ class Trainer:
                 self._phase = _Phase.COMPUTING
                 batch = self.sampler.next_batch()
                 self.optimizer.zero_grad(set_to_none=True)
+                if self.lr_lambda is not None:
+                    lr = s.lr * self.lr_lambda(self.iteration)
+                    for group in self.optimizer.param_groups:
+                        group["lr"] = lr
                 terms = self.step_fn(batch)
                 loss = terms["loss"]
                 loss.backward()

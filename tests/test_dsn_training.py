@@ -15,7 +15,15 @@ from bench.dsn.losses import l1_loss, l2_loss, psnr_loss, quantize_ste
 from bench.errors import BenchError
 from bench.imageio import write_png
 from bench.methods.base import TrainPair, build_config
-from bench.training import CropSampler, Trainer, epoch_schedule, latest_state, save_torch
+from bench.training import (
+    CropSampler,
+    Trainer,
+    TrainSettings,
+    WholeImageSampler,
+    epoch_schedule,
+    latest_state,
+    save_torch,
+)
 
 torch.set_num_threads(1)
 
@@ -105,6 +113,72 @@ def test_sampler_epochs_small_images_and_low_only(rng):
     assert b.high is None and b.low.shape == (3, 3, 4, 4)
     with pytest.raises(BenchError, match="no reference"):
         CropSampler([ArrayPair("u", _smooth(rng, 9, 9), None)], crop=4, batch=1, seed=0)
+
+
+def test_whole_image_sampler_flips_pairs_together_and_resumes(rng):
+    img = _smooth(rng, 6, 8)
+    one = WholeImageSampler([ArrayPair("a", img, 255 - img)], 1, seed=0, flips=True)
+    variants = {a.tobytes() for a in (img, img[:, ::-1], img[::-1], img[::-1, ::-1])}
+    seen = set()
+    for _ in range(20):
+        b = one.next_batch()
+        low, high = (np.round(t[0].permute(1, 2, 0).numpy() * 255).astype(np.uint8) for t in (b.low, b.high))
+        assert low.tobytes() in variants and np.array_equal(high, 255 - low)   # whole image, flipped as a pair
+        seen.add(low.tobytes())
+    assert len(seen) > 1 and one.epoch == 20
+    pairs = [ArrayPair(f"p{i}", _smooth(rng, 6, 8), _smooth(rng, 6, 8)) for i in range(5)]
+    s = WholeImageSampler(pairs, 2, seed=0)                    # drop_last: two full batches per permutation
+    assert s.iterations_per_epoch == 2
+    ids = [i for _ in range(4) for i in s.next_batch().ids]
+    assert len(set(ids[:4])) == len(set(ids[4:])) == 4 and s.epoch == 2
+    state = s.state_dict()
+    nxt = [s.next_batch() for _ in range(3)]
+    s.load_state_dict(state)
+    assert all(a.ids == b.ids and torch.equal(a.low, b.low) for a, b in zip(nxt, [s.next_batch() for _ in range(3)]))
+    part = WholeImageSampler(pairs, 2, seed=0, drop_last=False, use_high=False)
+    sizes = [part.next_batch() for _ in range(6)]
+    assert [b.low.shape[0] for b in sizes] == [2, 2, 1, 2, 2, 1] and sizes[0].high is None
+    assert part.iterations_per_epoch == 3
+    with pytest.raises(BenchError, match="larger than"):
+        WholeImageSampler(pairs[:1], 2, seed=0)
+    with pytest.raises(BenchError, match="one size"):
+        WholeImageSampler([pairs[0], ArrayPair("b", _smooth(rng, 7, 8), _smooth(rng, 7, 8))], 2, seed=0)
+    with pytest.raises(BenchError, match="smaller than 7 pixels"):
+        WholeImageSampler(pairs, 1, seed=0, min_side=7)
+    with pytest.raises(BenchError, match="no reference"):
+        WholeImageSampler([ArrayPair("u", img, None)], 1, seed=0)
+    with pytest.raises(BenchError, match="differ in size"):
+        WholeImageSampler([ArrayPair("u", img, img[:5])], 1, seed=0)
+
+
+def test_trainer_lr_lambda_and_initial_optimizer_state(tmp_path, rng, monkeypatch):
+    pairs = [ArrayPair(f"p{i}", _smooth(rng, 6, 8), _smooth(rng, 6, 8)) for i in range(3)]
+    calls = []
+
+    def trainer(out, iterations=4, **kw):
+        torch.manual_seed(0)
+        model = torch.nn.Conv2d(3, 3, 1)
+        settings = TrainSettings(iterations=iterations, lr=0.1, checkpoint_every=2, **kw)
+        return Trainer(model, list(model.parameters()), WholeImageSampler(pairs, 1, seed=0),
+                       lambda b: {"loss": ((model(b.low) - b.high) ** 2).mean()}, out, settings, seed=0,
+                       progress=False, lr_lambda=lambda it: 1.0 / (it + 1), init_optimizer_state=calls.append)
+
+    trainer(tmp_path / "a").run()
+    assert [float(r["lr"]) for r in _log(tmp_path / "a/train_log.csv")] == pytest.approx([0.1, 0.05, 0.1 / 3, 0.025])
+    assert len(calls) == 1 and isinstance(calls[0], torch.optim.Adam)
+    trainer(tmp_path / "a").run()                              # finished: nothing is trained or initialised
+    assert len(calls) == 1
+    with monkeypatch.context() as mp:                          # stop after iteration 2, then resume
+        mp.setattr(Trainer, "_on_iteration_end", lambda self, it: (_ for _ in ()).throw(KeyboardInterrupt)
+                   if it == 2 else None)
+        with pytest.raises(KeyboardInterrupt):
+            trainer(tmp_path / "b").run()
+    assert len(calls) == 2 and latest_state(tmp_path / "b").name == "state_00000002.pt"
+    trainer(tmp_path / "b").run()                              # resumed: the checkpoint holds the optimiser state
+    assert len(calls) == 2
+    assert [float(r["lr"]) for r in _log(tmp_path / "b/train_log.csv")] == pytest.approx([0.1, 0.05, 0.1 / 3, 0.025])
+    with pytest.raises(BenchError, match="not both"):
+        trainer(tmp_path / "c", milestones=(2,))
 
 
 def test_paper_schedules_in_iterations():

@@ -11,31 +11,18 @@ epoch, 600k iterations with the learning rate halved at 100k/200k/300k/400k/500k
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from bench.errors import BenchError, unknown_name
-from bench.methods.base import Method, TrainPair, check_range
-from bench.training import (
-    STATE_FORMAT,
-    WEIGHTS_FORMAT,
-    Batch,
-    CropSampler,
-    Trainer,
-    TrainSettings,
-    derive_seed,
-    iterations_per_epoch,
-    load_torch,
-    seed_all,
-)
+from bench.methods.base import TrainPair, check_betas, check_range
+from bench.methods.torch_method import TorchMethod
+from bench.training import Batch, CropSampler, TrainSettings, WholeImageSampler, iterations_per_epoch
 
 from .model import MIN_SIZE, CSRNet
 
@@ -81,9 +68,7 @@ class CSRNetConfig:
         check_range(m, "gamma", self.gamma, 0, 1, lo_open=True)
         for name in ("weight_decay", "grad_clip"):
             check_range(m, name, getattr(self, name), 0, 1e6)
-        self.betas = tuple(float(b) for b in self.betas)
-        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
-            raise BenchError(f"{m}: option betas={self.betas!r} must be two numbers in [0, 1)")
+        self.betas = check_betas(m, self.betas)
         check_range(m, "batch", self.batch, 1, 4096, integer=True)
         check_range(m, "crop", self.crop, 0, 16384, integer=True)
         if 0 < self.crop < MIN_SIZE:
@@ -96,84 +81,17 @@ class CSRNetConfig:
         self.milestones = tuple(sorted(int(v) for v in self.milestones))
 
 
-class WholePairSampler:
+class WholePairSampler(WholeImageSampler):
     """Whole (low, high) pairs, in successive random permutations, ``batch`` per step (the official BasicSR
     loader: ``shuffle=True``, ``drop_last=True``, no crop, no augmentation). A batch > 1 needs images of one
     size. The order comes from a ``torch.Generator`` seeded from the run seed and saved in checkpoints."""
 
     def __init__(self, pairs: Sequence[TrainPair], batch: int, seed: int, device: torch.device | str = "cpu",
                  progress: bool = False):
-        if not pairs:
-            raise BenchError("no training images")
-        self.batch, self.device = int(batch), torch.device(device)
-        if self.batch > len(pairs):
-            raise BenchError(f"batch {self.batch} is larger than the {len(pairs)} training images")
-        self.ids = [p.id for p in pairs]
-        self.lows: list[np.ndarray] = []
-        self.highs: list[np.ndarray] = []
-        for p in tqdm(pairs, desc="load train images", unit="img", disable=not progress, leave=False):
-            low, high = p.load_low(), p.load_high()
-            if high is None:
-                raise BenchError(f"training pair {p.id} has no reference image, but csrnet trains on pairs")
-            if low.shape != high.shape:
-                raise BenchError(f"training pair {p.id}: low {low.shape[1]}×{low.shape[0]} and high "
-                                 f"{high.shape[1]}×{high.shape[0]} differ in size")
-            if min(low.shape[:2]) < MIN_SIZE:
-                raise BenchError(f"training image {p.id} is smaller than {MIN_SIZE} pixels on a side")
-            self.lows.append(np.ascontiguousarray(low, dtype=np.uint8))
-            self.highs.append(np.ascontiguousarray(high, dtype=np.uint8))
-        if self.batch > 1 and len({a.shape for a in self.lows}) > 1:
-            raise BenchError("csrnet: batch > 1 on whole images needs training images of one size; set crop > 0")
-        self.generator = torch.Generator().manual_seed(derive_seed(seed, "order"))
-        self._perm: list[int] = []
-        self._pos = 0
-        self.epoch = 0
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    @property
-    def iterations_per_epoch(self) -> int:
-        return len(self) // self.batch
-
-    def describe(self) -> dict[str, Any]:
-        return {"n_images": len(self), "crop": "whole image", "batch": self.batch, "augment": False,
-                "last_batch": "dropped (drop_last=True)", "paired": True}
-
-    def next_batch(self) -> Batch:
-        if self._pos + self.batch > len(self._perm):
-            self._perm = torch.randperm(len(self), generator=self.generator).tolist()
-            self._pos = 0
-            self.epoch += 1
-        idx = self._perm[self._pos:self._pos + self.batch]
-        self._pos += self.batch
-        return Batch(self._tensor([self.lows[i] for i in idx]), self._tensor([self.highs[i] for i in idx]),
-                     [self.ids[i] for i in idx])
-
-    def _tensor(self, arrays: list[np.ndarray]) -> torch.Tensor:
-        t = torch.from_numpy(np.ascontiguousarray(np.stack(arrays))).to(self.device)
-        return t.permute(0, 3, 1, 2).float().div_(255.0).contiguous()
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"generator": self.generator.get_state(), "perm": list(self._perm), "pos": self._pos,
-                "epoch": self.epoch}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.generator.set_state(state["generator"])
-        self._perm, self._pos, self.epoch = list(state["perm"]), int(state["pos"]), int(state["epoch"])
+        super().__init__(pairs, batch, seed, min_side=MIN_SIZE, method=NAME, device=device, progress=progress)
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, (str, int, float, bool, type(None))):
-        return value
-    return str(value)
-
-
-class CSRNetMethod(Method):
+class CSRNetMethod(TorchMethod):
     name = NAME
     display_name = "CSRNet"
     family = "supervised"
@@ -185,6 +103,8 @@ class CSRNetMethod(Method):
     pad_multiple = 1
     uses_pairs = True
     Config = CSRNetConfig
+    official_key_suffix = "cond_scale1.weight"
+    official_description = "an official CSRNet state dict (cond_net.*, cond_scale*, cond_shift*, conv1-3)"
     profiles = {
         # three steps on whole demo images (cheap: the network is per-pixel plus a small strided condition net)
         "smoke": {"iterations": 3, "milestones": (), "checkpoint_every": 2, "val_every": 0},
@@ -197,56 +117,16 @@ class CSRNetMethod(Method):
         "paper@fivek": {"iterations": 600_000, "milestones": _MILESTONES},
     }
 
-    def __init__(self, config: CSRNetConfig | None = None):
-        super().__init__(config)
-        self.config.validate()
-        self.model: CSRNet | None = None
-        self.weights_info: dict[str, Any] = {"weights_kind": "none"}
-
     # ---- model ------------------------------------------------------------------------------
     def build_model(self) -> CSRNet:
         return CSRNet(3, 3, self.config.base_nf, self.config.cond_nf)
 
-    def setup(self, device: torch.device, weights: Path | None = None) -> dict[str, Any]:
-        self.device = torch.device(device)
-        self.config.validate()
-        self.model = self.build_model()
-        self.weights_info = {"weights_kind": "none"}
-        if weights is not None:
-            self._load(Path(weights))
-        self.model.to(self.device).eval()
-        return self.provenance()
-
-    def _load(self, path: Path) -> None:
-        from bench.fsutil import sha256_file
-
-        obj = load_torch(path)
-        if isinstance(obj, Mapping) and obj.get("format") in (WEIGHTS_FORMAT, STATE_FORMAT):
-            meta = obj.get("meta") or {}
-            if meta.get("method") != self.name:
-                raise BenchError(f"{path} holds weights of method {meta.get('method')!r}, not {self.name}")
-            sd, kind = obj["model"], "bench_checkpoint" if obj["format"] == WEIGHTS_FORMAT else "bench_train_state"
-        elif isinstance(obj, Mapping) and any(str(k).endswith("cond_scale1.weight") for k in obj):
-            sd, kind = {str(k).removeprefix("module."): v for k, v in obj.items()}, "official_state_dict"
-        else:
-            raise BenchError(f"{path} is neither a csrnet checkpoint of this project nor an official CSRNet state "
-                             "dict (cond_net.*, cond_scale*, cond_shift*, conv1-3)")
-        try:
-            self.model.load_state_dict(sd, strict=True)  # type: ignore[union-attr]
-        except RuntimeError as e:
-            raise BenchError(f"{path}: {str(e).strip().splitlines()[0][:200]}") from None
-        self.weights_info = {"weights_kind": kind, "weights_sha256": sha256_file(path)}
-
-    def enhance(self, low: torch.Tensor) -> torch.Tensor:
-        if self.model is None:
-            raise RuntimeError("call setup() first")
-        h, w = low.shape[-2:]
+    def forward_enhance(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
         if min(h, w) < MIN_SIZE:
             raise BenchError(f"csrnet: the input is {w}×{h}; the condition network needs at least {MIN_SIZE} "
                              "pixels on each side")
-        with torch.no_grad():
-            out = self.model(low.to(self.device, torch.float32))
-        return out.clamp(0.0, 1.0).to(low.device)
+        return self.model(x)  # type: ignore[misc]
 
     def loss(self, out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return F.l1_loss(out, target) if self.config.loss == "l1" else F.mse_loss(out, target)
@@ -279,9 +159,7 @@ class CSRNetMethod(Method):
         c = self.config
         c.validate()
         device = self.device
-        seed_all(seed)
-        self.model = self.build_model().to(device)
-        model = self.model
+        model = self.fresh_model(seed)
         if c.crop > 0:
             sampler: Any = CropSampler(train_pairs, c.crop, c.batch, seed, use_high=True, augment=c.augment,
                                        device=device, progress=progress)
@@ -297,14 +175,9 @@ class CSRNetMethod(Method):
         def step(batch: Batch) -> dict[str, torch.Tensor]:
             return {"loss": self.loss(model(batch.low), batch.high)}
 
-        meta = {"method": self.name, "version": self.version, "config": _jsonable(dataclasses.asdict(c)),
-                "seed": int(seed), "schedule": {"iterations": c.iterations, "milestones": list(milestones),
-                                                "n_train": len(sampler), "iterations_per_epoch": per_epoch,
-                                                "description": self.schedule_description()}}
+        meta = self.checkpoint_meta(seed, schedule={"iterations": c.iterations, "milestones": list(milestones),
+                                                    "n_train": len(sampler), "iterations_per_epoch": per_epoch,
+                                                    "description": self.schedule_description()})
         log.info("training csrnet for %d iterations on %d pairs", c.iterations, len(sampler))
-        trainer = Trainer(model, [p for p in model.parameters() if p.requires_grad], sampler, step, Path(out_dir),
-                          settings, seed=seed, device=device, enhance_fn=self.enhance, val_pairs=val_pairs,
-                          meta=meta, progress=progress, desc="train csrnet")
-        ckpt = trainer.run()
-        model.eval()
-        return ckpt
+        return self.run_trainer(sampler, step, out_dir, settings, seed=seed, meta=meta, val_pairs=val_pairs,
+                                progress=progress)

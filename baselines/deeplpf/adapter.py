@@ -9,30 +9,18 @@ stopped at epochs 424 / 49). Inference runs on the whole input image (no padding
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
-import numpy as np
 import torch
-from tqdm import tqdm
 
+from bench import training
 from bench.errors import BenchError, unknown_name
-from bench.methods.base import Method, TrainPair, check_range
-from bench.training import (
-    STATE_FORMAT,
-    WEIGHTS_FORMAT,
-    Batch,
-    CropSampler,
-    Trainer,
-    TrainSettings,
-    derive_seed,
-    iterations_per_epoch,
-    load_torch,
-    seed_all,
-)
+from bench.methods.base import TrainPair, check_betas, check_range
+from bench.methods.torch_method import TorchMethod
+from bench.training import Batch, CropSampler, TrainSettings, constant_lr_schedule, derive_seed
 
 from .losses import MSSSIM_FORMS, deeplpf_loss
 from .model import PARAMETER_COUNT, DeepLPFNet
@@ -76,9 +64,7 @@ class DeepLPFConfig:
         check_range(m, "w_msssim", self.w_msssim, 0, 1e6)
         check_range(m, "ssim_window", self.ssim_window, 1, 31, integer=True)
         check_range(m, "lr", self.lr, 0, 1, lo_open=True)
-        self.betas = tuple(float(b) for b in self.betas)
-        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
-            raise BenchError(f"{m}: option betas={self.betas!r} must be two numbers in [0, 1)")
+        self.betas = check_betas(m, self.betas)
         check_range(m, "batch", self.batch, 1, 1024, integer=True)
         check_range(m, "crop", self.crop, 0, 8192, integer=True)
         if 0 < self.crop < DeepLPFNet.MIN_SIDE:
@@ -91,81 +77,22 @@ class DeepLPFConfig:
             raise BenchError(f"{m}: set epochs >= 1 or iterations >= 1")
 
 
-class WholeImageSampler:
+class WholeImageSampler(training.WholeImageSampler):
     """Whole training pairs, one permutation per epoch, random horizontal/vertical flips (p = 0.5 each),
     batch 1 (the official DataLoader). The order and the flips come from one seeded ``torch.Generator`` whose
     state is saved in checkpoints."""
 
     def __init__(self, pairs: Sequence[TrainPair], seed: int, flips: bool = True,
                  device: torch.device | str = "cpu", progress: bool = False):
-        if not pairs:
-            raise BenchError("no training pairs")
-        self.ids = [p.id for p in pairs]
-        self.flips, self.device, self.batch = bool(flips), torch.device(device), 1
-        self.lows, self.highs = [], []
-        for p in tqdm(pairs, desc="load train images", unit="img", disable=not progress, leave=False):
-            low, high = p.load_low(), p.load_high()
-            if high is None:
-                raise BenchError(f"training pair {p.id} has no reference image, but deeplpf trains on pairs")
-            if low.shape != high.shape:
-                raise BenchError(f"training pair {p.id}: low and high differ in size")
-            if min(low.shape[:2]) < DeepLPFNet.MIN_SIDE:
-                raise BenchError(f"training pair {p.id} is smaller than {DeepLPFNet.MIN_SIDE} px; use crop=0 only "
-                                 "with images of at least that size")
-            self.lows.append(np.ascontiguousarray(low, dtype=np.uint8))
-            self.highs.append(np.ascontiguousarray(high, dtype=np.uint8))
-        self.generator = torch.Generator().manual_seed(derive_seed(seed, "whole-images"))
-        self._perm: list[int] = []
-        self._pos = 0
-        self.epoch = 0
-
-    def __len__(self) -> int:
-        return len(self.lows)
-
-    @property
-    def iterations_per_epoch(self) -> int:
-        return len(self.lows)
+        super().__init__(pairs, 1, seed, flips=flips, seed_tag="whole-images", min_side=DeepLPFNet.MIN_SIDE,
+                         small_hint="; use crop=0 only with images of at least that size", method=NAME,
+                         device=device, progress=progress)
 
     def describe(self) -> dict[str, Any]:
         return {"n_images": len(self), "crop": "whole images", "batch": 1, "flips": self.flips, "paired": True}
 
-    def next_batch(self) -> Batch:
-        if self._pos >= len(self._perm):
-            self._perm = torch.randperm(len(self), generator=self.generator).tolist()
-            self._pos = 0
-            self.epoch += 1
-        i = self._perm[self._pos]
-        self._pos += 1
-        low, high = self.lows[i], self.highs[i]
-        if self.flips:
-            hflip, vflip = (torch.rand(2, generator=self.generator) < 0.5).tolist()
-            if hflip:
-                low, high = low[:, ::-1], high[:, ::-1]
-            if vflip:
-                low, high = low[::-1], high[::-1]
-        conv = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(self.device).permute(2, 0, 1)[None].float() / 255.0  # noqa: E731
-        return Batch(conv(low), conv(high), [self.ids[i]])
 
-    def state_dict(self) -> dict[str, Any]:
-        return {"generator": self.generator.get_state(), "perm": list(self._perm), "pos": self._pos,
-                "epoch": self.epoch}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.generator.set_state(state["generator"])
-        self._perm, self._pos, self.epoch = list(state["perm"]), int(state["pos"]), int(state["epoch"])
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, (str, int, float, bool, type(None))):
-        return value
-    return str(value)
-
-
-class DeepLPF(Method):
+class DeepLPF(TorchMethod):
     name = NAME
     display_name = "DeepLPF"
     family = "supervised"
@@ -177,6 +104,8 @@ class DeepLPF(Method):
     pad_multiple = 1
     uses_pairs = True
     Config = DeepLPFConfig
+    official_key_suffix = "fc_cubic.weight"
+    official_description = "an official DeepLPFNet state dict (backbonenet.*, deeplpfnet.*)"
     profiles = {
         # three batch-1 steps on 64×64 crops: every code path in seconds on a CPU
         "smoke": {"crop": 64, "iterations": 3, "checkpoint_every": 2},
@@ -188,53 +117,9 @@ class DeepLPF(Method):
         "paper@fivek": {"epochs": 300},
     }
 
-    def __init__(self, config: DeepLPFConfig | None = None):
-        super().__init__(config)
-        self.config.validate()
-        self.model: DeepLPFNet | None = None
-        self.weights_info: dict[str, Any] = {"weights_kind": "none"}
-
     # ---- model ------------------------------------------------------------------------------
     def build_model(self) -> DeepLPFNet:
         return DeepLPFNet(b3_quirk=self.config.b3_quirk)
-
-    def setup(self, device: torch.device, weights: Path | None = None) -> dict[str, Any]:
-        self.device = torch.device(device)
-        self.config.validate()
-        self.model = self.build_model()
-        self.weights_info = {"weights_kind": "none"}
-        if weights is not None:
-            self._load(Path(weights))
-        self.model.to(self.device).eval()
-        return self.provenance()
-
-    def _load(self, path: Path) -> None:
-        from bench.fsutil import sha256_file
-
-        obj = load_torch(path)
-        if isinstance(obj, Mapping) and obj.get("format") in (WEIGHTS_FORMAT, STATE_FORMAT):
-            meta = obj.get("meta") or {}
-            if meta.get("method") != self.name:
-                raise BenchError(f"{path} holds weights of method {meta.get('method')!r}, not {self.name}")
-            sd, kind = obj["model"], "bench_checkpoint" if obj["format"] == WEIGHTS_FORMAT else "bench_train_state"
-        elif isinstance(obj, Mapping) and any(str(k).endswith("fc_cubic.weight") for k in obj):
-            sd, kind = {str(k).removeprefix("module."): v for k, v in obj.items()}, "official_state_dict"
-        else:
-            raise BenchError(f"{path} is neither a deeplpf checkpoint of this project nor an official DeepLPFNet "
-                             "state dict (backbonenet.*, deeplpfnet.*)")
-        try:
-            self.model.load_state_dict(sd, strict=True)  # type: ignore[union-attr]
-        except RuntimeError as e:
-            raise BenchError(f"{path}: {str(e).strip().splitlines()[0][:200]}") from None
-        self.weights_info = {"weights_kind": kind, "weights_sha256": sha256_file(path)}
-
-    def enhance(self, low: torch.Tensor) -> torch.Tensor:
-        if self.model is None:
-            raise RuntimeError("call setup() first")
-        self.model.eval()
-        with torch.no_grad():
-            out = self.model(low.to(self.device, torch.float32))
-        return out.clamp(0.0, 1.0).to(low.device)
 
     # ---- losses -----------------------------------------------------------------------------
     def loss_terms(self, low: torch.Tensor, high: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -245,10 +130,7 @@ class DeepLPF(Method):
     # ---- provenance -------------------------------------------------------------------------
     def schedule(self, n_train: int) -> tuple[int, str]:
         c = self.config
-        if c.iterations > 0:
-            return c.iterations, f"fixed: {c.iterations} iterations, constant lr {c.lr:g}"
-        per = iterations_per_epoch(n_train, c.batch)
-        return c.epochs * per, f"{c.epochs} epochs x ceil({n_train}/{c.batch}) = {c.epochs * per} iterations, constant lr"
+        return constant_lr_schedule(c.iterations, c.epochs, n_train, c.batch, c.lr)
 
     def provenance(self) -> dict[str, Any]:
         c = self.config
@@ -276,9 +158,7 @@ class DeepLPF(Method):
         c = self.config
         c.validate()
         device = self.device
-        seed_all(derive_seed(seed, "init"))
-        self.model = self.build_model().to(device)
-        model = self.model
+        self.fresh_model(derive_seed(seed, "init"))
         if c.crop > 0:
             sampler: Any = CropSampler(train_pairs, c.crop, c.batch, seed, use_high=True, augment=c.flips,
                                        device=device, progress=progress)
@@ -291,14 +171,8 @@ class DeepLPF(Method):
         def step(batch: Batch) -> dict[str, torch.Tensor]:
             return self.loss_terms(batch.low, batch.high)
 
-        meta = {"method": self.name, "version": self.version, "config": _jsonable(dataclasses.asdict(c)),
-                "seed": int(seed), "schedule": {"iterations": iterations, "n_train": len(sampler),
-                                                "description": description}}
+        meta = self.checkpoint_meta(seed, schedule={"iterations": iterations, "n_train": len(sampler),
+                                                    "description": description})
         log.info("training deeplpf for %d iterations on %d pairs", iterations, len(sampler))
-        trainer = Trainer(model, [p for p in model.parameters() if p.requires_grad], sampler, step, Path(out_dir),
-                          settings, seed=seed, device=device, enhance_fn=self.enhance,
-                          val_pairs=val_pairs if c.val_every > 0 else (), meta=meta, progress=progress,
-                          desc="train deeplpf")
-        ckpt = trainer.run()
-        model.eval()
-        return ckpt
+        return self.run_trainer(sampler, step, out_dir, settings, seed=seed, meta=meta,
+                                val_pairs=val_pairs if c.val_every > 0 else (), progress=progress)

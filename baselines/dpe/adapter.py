@@ -29,20 +29,11 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from bench.errors import BenchError
-from bench.methods.base import Method, TrainPair, check_range
-from bench.training import (
-    STATE_FORMAT,
-    WEIGHTS_FORMAT,
-    Batch,
-    Trainer,
-    TrainSettings,
-    derive_seed,
-    load_torch,
-    seed_all,
-)
+from bench.methods.base import TrainPair, check_betas, check_range
+from bench.methods.torch_method import TF_WEIGHTS, TorchMethod
+from bench.training import Batch, SeededSampler, TrainSettings, derive_seed, load_training_images
 
 from .canvas import RESAMPLERS, dihedral, resize_uint8, run_on_canvas, to_canvas
 from .model import CANVAS, DPEGenerator, init_variance_scaling
@@ -92,9 +83,7 @@ class DPEConfig:
             raise BenchError("dpe: epochs must be at least 1 (or set iterations > 0)")
         check_range(m, "lr_decay_span", self.lr_decay_span, 1, 10**9, integer=True)
         check_range(m, "lr", self.lr, 0, 1, lo_open=True)
-        self.betas = tuple(float(b) for b in self.betas)
-        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
-            raise BenchError(f"{m}: option betas={self.betas!r} must be two numbers in [0, 1)")
+        self.betas = check_betas(m, self.betas)
         check_range(m, "batch", self.batch, 1, 4096, integer=True)
         for name in ("augment", "random_pad"):
             if not isinstance(getattr(self, name), bool):
@@ -120,7 +109,7 @@ class CanvasBatch(Batch):
     modes: list[int] = dataclasses.field(default_factory=list)
 
 
-class CanvasSampler:
+class CanvasSampler(SeededSampler):
     """The official supervised data pipeline (see the module docstring). Pairs are resized to a 512 long side
     once, at load time, and kept as uint8. Each epoch is a fresh permutation of the (image, mode) list drawn
     from a ``torch.Generator`` seeded from the run seed (its state goes into checkpoints)."""
@@ -133,27 +122,15 @@ class CanvasSampler:
         self.batch, self.size, self.random_pad = int(batch), int(size), bool(random_pad)
         self.device = torch.device(device)
         self.ids = [p.id for p in pairs]
-        self.lows: list[np.ndarray] = []
-        self.highs: list[np.ndarray] = []
-        for p in tqdm(pairs, desc="load train images", unit="img", disable=not progress, leave=False):
-            low, high = p.load_low(), p.load_high()
-            if high is None:
-                raise BenchError(f"training pair {p.id} has no reference image, but dpe trains on pairs")
-            if low.shape != high.shape:
-                raise BenchError(f"training pair {p.id}: low {low.shape[1]}x{low.shape[0]} and high "
-                                 f"{high.shape[1]}x{high.shape[0]} differ in size")
-            self.lows.append(resize_uint8(np.ascontiguousarray(low, dtype=np.uint8), size, resample))
-            self.highs.append(resize_uint8(np.ascontiguousarray(high, dtype=np.uint8), size, resample))
+        self.lows, self.highs = load_training_images(pairs, method=NAME, progress=progress,
+                                                     prepare=lambda a: resize_uint8(a, size, resample))
         self.modes = N_MODES if augment else 1
         n_samples = len(self.lows) * self.modes
         self.per_epoch = n_samples // self.batch          # data_train_batch_count (floor)
         if self.per_epoch < 1:
             raise BenchError(f"dpe: batch {self.batch} is larger than the {n_samples} training samples")
         self.n_used = self.per_epoch * self.batch         # data_train_sample_count: the tail is never used
-        self.generator = torch.Generator().manual_seed(derive_seed(seed, "canvas"))
-        self._perm: list[int] = []
-        self._pos = 0
-        self.epoch = 0
+        self._seed_order(seed, "canvas")
 
     def __len__(self) -> int:
         return len(self.lows)
@@ -208,14 +185,6 @@ class CanvasSampler:
             modes.append(mode)
         return CanvasBatch(torch.cat(lows).to(self.device), torch.cat(highs).to(self.device), ids, rects, modes)
 
-    def state_dict(self) -> dict[str, Any]:
-        return {"generator": self.generator.get_state(), "perm": list(self._perm), "pos": self._pos,
-                "epoch": self.epoch}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.generator.set_state(state["generator"])
-        self._perm, self._pos, self.epoch = list(state["perm"]), int(state["pos"]), int(state["epoch"])
-
 
 def canvas_loss(out: torch.Tensor, target: torch.Tensor, rects: Sequence[tuple[int, int, int, int]],
                 kind: str = "mse") -> dict[str, torch.Tensor]:
@@ -233,17 +202,7 @@ def canvas_loss(out: torch.Tensor, target: torch.Tensor, rects: Sequence[tuple[i
     return {"loss": loss, "mse": mse, "psnr": -10.0 * torch.log10(mses.detach().clamp_min(1e-12)).mean()}
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, (str, int, float, bool, type(None))):
-        return value
-    return str(value)
-
-
-class DPE(Method):
+class DPE(TorchMethod):
     name = NAME
     display_name = "DPE (paired)"
     family = "supervised"
@@ -256,6 +215,7 @@ class DPE(Method):
     pad_multiple = 1           # any size: the adapter resizes onto the 512 canvas and back itself
     uses_pairs = True
     Config = DPEConfig
+    official_description = TF_WEIGHTS
     profiles = {
         # two batch-1 steps on the real 512 canvas (the architecture needs it; ~7 s per step on one CPU core)
         "smoke": {"iterations": 2, "batch": 1, "checkpoint_every": 1, "val_every": 0},
@@ -270,13 +230,6 @@ class DPE(Method):
         "paper@fivek": {"epochs": 50},
     }
 
-    def __init__(self, config: DPEConfig | None = None):
-        super().__init__(config)
-        self.config.validate()
-        self.model: DPEGenerator | None = None
-        self.weights_info: dict[str, Any] = {"weights_kind": "none"}
-        self.trained: dict[str, Any] | None = None
-
     # ---- model ------------------------------------------------------------------------------
     def build_model(self) -> DPEGenerator:
         model = DPEGenerator()
@@ -284,42 +237,11 @@ class DPE(Method):
             init_variance_scaling(model, self.config.init_factor)
         return model
 
-    def setup(self, device: torch.device, weights: Path | None = None) -> dict[str, Any]:
-        self.device = torch.device(device)
-        self.config.validate()
-        self.model = self.build_model()
-        self.weights_info = {"weights_kind": "none"}
-        if weights is not None:
-            self._load(Path(weights))
-        self.model.to(self.device).eval()
-        return self.provenance()
-
-    def _load(self, path: Path) -> None:
-        from bench.fsutil import sha256_file
-
-        obj = load_torch(path)
-        if not isinstance(obj, Mapping) or obj.get("format") not in (WEIGHTS_FORMAT, STATE_FORMAT):
-            raise BenchError(f"{path} is not a dpe checkpoint of this project (the official weights are "
-                             "TensorFlow checkpoints, which cannot be read here)")
-        meta = obj.get("meta") or {}
-        if meta.get("method") != self.name:
-            raise BenchError(f"{path} holds weights of method {meta.get('method')!r}, not {self.name}")
-        try:
-            self.model.load_state_dict(obj["model"], strict=True)  # type: ignore[union-attr]
-        except RuntimeError as e:
-            raise BenchError(f"{path}: {str(e).strip().splitlines()[0][:200]}") from None
-        kind = "bench_checkpoint" if obj["format"] == WEIGHTS_FORMAT else "bench_train_state"
+    def checkpoint_loaded(self, checkpoint: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
         self.trained = meta.get("schedule") or self.trained
-        self.weights_info = {"weights_kind": kind, "weights_sha256": sha256_file(path)}
 
-    def enhance(self, low: torch.Tensor) -> torch.Tensor:
-        if self.model is None:
-            raise RuntimeError("call setup() first")
-        model = self.model
-        x = low.to(self.device, torch.float32)
-        with torch.no_grad():
-            out = run_on_canvas(x, model, CANVAS, self.config.resample)
-        return out.clamp(0.0, 1.0).to(low.device)
+    def forward_enhance(self, x: torch.Tensor) -> torch.Tensor:
+        return run_on_canvas(x, self.model, CANVAS, self.config.resample)
 
     # ---- provenance -------------------------------------------------------------------------
     def provenance(self) -> dict[str, Any]:
@@ -365,34 +287,23 @@ class DPE(Method):
         c = self.config
         c.validate()
         device = self.device
-        seed_all(derive_seed(seed, "init"))
-        self.model = self.build_model().to(device)
-        model = self.model
+        model = self.fresh_model(derive_seed(seed, "init"))
         sampler = CanvasSampler(train_pairs, c.batch, seed, augment=c.augment, random_pad=c.random_pad,
                                 resample=c.resample, device=device, progress=progress)
         total, per_sched_epoch, desc = self.schedule(sampler.iterations_per_epoch)
         settings = TrainSettings(iterations=total, lr=c.lr, betas=tuple(c.betas), milestones=(),
                                  checkpoint_every=c.checkpoint_every, val_every=c.val_every, select="last")
-        holder: dict[str, Trainer] = {}
+
+        def lr_factor(iteration: int) -> float:
+            # the official per-epoch linear decay, applied before each iteration's update
+            return dpe_lr_factor(iteration / per_sched_epoch, c.lr_decay_epoch, c.lr_decay_span)
 
         def step(batch: CanvasBatch) -> dict[str, torch.Tensor]:
-            # The official per-epoch linear decay, set before this iteration's update. Trainer has no schedule
-            # hook besides MultiStepLR (with no milestones here it keeps whatever lr the groups hold).
-            epoch = holder["trainer"].iteration / per_sched_epoch
-            lr = c.lr * dpe_lr_factor(epoch, c.lr_decay_epoch, c.lr_decay_span)
-            for group in holder["trainer"].optimizer.param_groups:
-                group["lr"] = lr
             return canvas_loss(model(batch.low), batch.high, batch.rects, c.loss)
 
         self.trained = {"iterations": total, "n_train": len(sampler), "iterations_per_epoch":
                         sampler.iterations_per_epoch, "description": desc}
-        meta = {"method": self.name, "version": self.version, "config": _jsonable(dataclasses.asdict(c)),
-                "seed": int(seed), "schedule": self.trained, "sampler": sampler.describe()}
+        meta = self.checkpoint_meta(seed, schedule=self.trained, sampler=sampler.describe())
         log.info("training dpe for %d iterations on %d pairs (%s)", total, len(sampler), desc)
-        trainer = Trainer(model, [p for p in model.parameters() if p.requires_grad], sampler, step, Path(out_dir),
-                          settings, seed=seed, device=device, enhance_fn=self.enhance, val_pairs=val_pairs,
-                          meta=meta, progress=progress, desc="train dpe")
-        holder["trainer"] = trainer
-        ckpt = trainer.run()
-        model.eval()
-        return ckpt
+        return self.run_trainer(sampler, step, out_dir, settings, seed=seed, meta=meta, val_pairs=val_pairs,
+                                progress=progress, lr_lambda=lr_factor)

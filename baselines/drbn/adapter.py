@@ -14,7 +14,6 @@ not implemented: the paper's and DSN's objective comparisons use stage 1 only (o
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 from dataclasses import dataclass
@@ -24,18 +23,9 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from bench.errors import BenchError
-from bench.methods.base import Method, TrainPair, check_range
-from bench.training import (
-    STATE_FORMAT,
-    WEIGHTS_FORMAT,
-    Batch,
-    CropSampler,
-    Trainer,
-    TrainSettings,
-    derive_seed,
-    load_torch,
-    seed_all,
-)
+from bench.methods.base import TrainPair, check_betas, check_range
+from bench.methods.torch_method import TorchMethod
+from bench.training import Batch, CropSampler, TrainSettings, derive_seed
 
 from .losses import drbn_loss
 from .model import MULTIPLE, DRBNNet, init_like_torch041, pad_to_multiple
@@ -84,9 +74,7 @@ class DRBNConfig:
         check_range(m, "lr", self.lr, 0, 1, lo_open=True)
         check_range(m, "gamma", self.gamma, 0, 1, lo_open=True)
         check_range(m, "weight_decay", self.weight_decay, 0, 1e6)
-        self.betas = tuple(float(b) for b in self.betas)
-        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
-            raise BenchError(f"{m}: option betas={self.betas!r} must be two numbers in [0, 1)")
+        self.betas = check_betas(m, self.betas)
         check_range(m, "batch", self.batch, 1, 4096, integer=True)
         check_range(m, "crop", self.crop, MULTIPLE, 16384, integer=True)
         if self.crop % MULTIPLE:
@@ -135,17 +123,7 @@ def drbn_schedule(config: DRBNConfig, n_train: int) -> tuple[int, list[int], str
     return total, [m for m in milestones if 0 < m < total], desc
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, (str, int, float, bool, type(None))):
-        return value
-    return str(value)
-
-
-class DRBN(Method):
+class DRBN(TorchMethod):
     name = NAME
     display_name = "DRBN"
     family = "supervised"
@@ -158,6 +136,9 @@ class DRBN(Method):
     pad_multiple = 1           # enhance pads to a multiple of 4 itself (mirror), so any size works
     uses_pairs = True
     Config = DRBNConfig
+    # an official stage-1 state dict (e.g. DRBL-stage1 pretrain/model_s1.pt), maybe with a wrapper prefix
+    official_key_suffix = "recur1.SFENet1.weight"
+    official_description = "an official DRBN stage-1 state dict (recur1.* ... recur4.*)"
     profiles = {
         # three steps on tiny crops: every code path (loss at three scales, checkpoints, weights file)
         "smoke": {"iterations": 3, "batch": 2, "crop": 32, "checkpoint_every": 2, "val_every": 0},
@@ -172,13 +153,6 @@ class DRBN(Method):
         "paper@fivek": {"epochs": 300},
     }
 
-    def __init__(self, config: DRBNConfig | None = None):
-        super().__init__(config)
-        self.config.validate()
-        self.model: DRBNNet | None = None
-        self.weights_info: dict[str, Any] = {"weights_kind": "none"}
-        self.trained: dict[str, Any] | None = None
-
     # ---- model ------------------------------------------------------------------------------
     def build_model(self) -> DRBNNet:
         model = DRBNNet()
@@ -186,50 +160,18 @@ class DRBN(Method):
             init_like_torch041(model)
         return model
 
-    def setup(self, device: torch.device, weights: Path | None = None) -> dict[str, Any]:
-        self.device = torch.device(device)
-        self.config.validate()
-        self.model = self.build_model()
-        self.weights_info = {"weights_kind": "none"}
-        if weights is not None:
-            self._load(Path(weights))
-        self.model.to(self.device).eval()
-        return self.provenance()
+    def convert_official_state_dict(self, state_dict: dict[str, Any]) -> dict[str, Any]:
+        return {k.removeprefix("model."): v for k, v in state_dict.items()}   # the EDSR Model wrapper
 
-    def _load(self, path: Path) -> None:
-        from bench.fsutil import sha256_file
-
-        obj = load_torch(path)
-        if isinstance(obj, Mapping) and obj.get("format") in (WEIGHTS_FORMAT, STATE_FORMAT):
-            meta = obj.get("meta") or {}
-            if meta.get("method") != self.name:
-                raise BenchError(f"{path} holds weights of method {meta.get('method')!r}, not {self.name}")
-            sd, kind = obj["model"], "bench_checkpoint" if obj["format"] == WEIGHTS_FORMAT else "bench_train_state"
-            self.trained = meta.get("schedule") or self.trained
-        elif isinstance(obj, Mapping) and any(str(k).endswith("recur1.SFENet1.weight") for k in obj):
-            # an official stage-1 state dict (e.g. DRBL-stage1 pretrain/model_s1.pt), maybe with a wrapper prefix
-            sd = {str(k).removeprefix("module.").removeprefix("model."): v for k, v in obj.items()}
-            kind = "official_state_dict"
-        else:
-            raise BenchError(f"{path} is neither a drbn checkpoint of this project nor an official DRBN stage-1 "
-                             "state dict (recur1.* ... recur4.*)")
-        try:
-            self.model.load_state_dict(sd, strict=True)  # type: ignore[union-attr]
-        except RuntimeError as e:
-            raise BenchError(f"{path}: {str(e).strip().splitlines()[0][:200]}") from None
-        self.weights_info = {"weights_kind": kind, "weights_sha256": sha256_file(path)}
+    def checkpoint_loaded(self, checkpoint: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
+        self.trained = meta.get("schedule") or self.trained
 
     def forward_padded(self, low: torch.Tensor) -> torch.Tensor:
         """The full-resolution band output for any H x W (mirror-padded to a multiple of 4, cropped back)."""
         x, h, w = pad_to_multiple(low)
         return self.model(x)[0][..., :h, :w]  # type: ignore[misc]
 
-    def enhance(self, low: torch.Tensor) -> torch.Tensor:
-        if self.model is None:
-            raise RuntimeError("call setup() first")
-        with torch.no_grad():
-            out = self.forward_padded(low.to(self.device, torch.float32))
-        return out.clamp(0.0, 1.0).to(low.device)
+    forward_enhance = forward_padded
 
     def loss(self, outputs, target: torch.Tensor) -> dict[str, torch.Tensor]:
         c = self.config
@@ -264,9 +206,7 @@ class DRBN(Method):
         c = self.config
         c.validate()
         device = self.device
-        seed_all(derive_seed(seed, "init"))
-        self.model = self.build_model().to(device)
-        model = self.model
+        model = self.fresh_model(derive_seed(seed, "init"))
         sampler = CropSampler(train_pairs, c.crop, c.batch, seed, use_high=True, augment=c.augment,
                               small=c.small_images, device=device, progress=progress)
         if sampler.crop % MULTIPLE:
@@ -282,12 +222,7 @@ class DRBN(Method):
 
         self.trained = {"iterations": total, "milestones": list(milestones), "n_train": len(sampler),
                         "description": desc}
-        meta = {"method": self.name, "version": self.version, "config": _jsonable(dataclasses.asdict(c)),
-                "seed": int(seed), "schedule": self.trained}
+        meta = self.checkpoint_meta(seed, schedule=self.trained)
         log.info("training drbn for %d iterations on %d pairs (%s)", total, len(sampler), desc)
-        trainer = Trainer(model, [p for p in model.parameters() if p.requires_grad], sampler, step, Path(out_dir),
-                          settings, seed=seed, device=device, enhance_fn=self.enhance, val_pairs=val_pairs,
-                          meta=meta, progress=progress, desc="train drbn")
-        ckpt = trainer.run()
-        model.eval()
-        return ckpt
+        return self.run_trainer(sampler, step, out_dir, settings, seed=seed, meta=meta, val_pairs=val_pairs,
+                                progress=progress)

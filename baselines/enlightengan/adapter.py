@@ -19,7 +19,6 @@ provenance (``faithful: False`` with a ``substitutes`` entry for the substitute)
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,8 +27,10 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from bench.errors import BenchError, unknown_name
-from bench.methods.base import Method, TrainPair, check_range
-from bench.training import STATE_FORMAT, WEIGHTS_FORMAT, derive_seed, iterations_per_epoch, load_torch, seed_all
+from bench.fsutil import jsonable
+from bench.methods.base import TrainPair, check_range
+from bench.methods.torch_method import TorchMethod
+from bench.training import derive_seed, iterations_per_epoch
 
 from .gan import EnlightenGANStep, GanSettings, GanTrainer, UnpairedSampler
 from .model import (
@@ -113,17 +114,7 @@ class EnlightenGANConfig:
         check_range(m, "high_times", self.high_times, self.low_times, 10**6, integer=True)
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, (str, int, float, bool, type(None))):
-        return value
-    return str(value)
-
-
-class EnlightenGAN(Method):
+class EnlightenGAN(TorchMethod):
     name = NAME
     display_name = "EnlightenGAN"
     family = "unpaired"
@@ -136,6 +127,9 @@ class EnlightenGAN(Method):
     pad_multiple = 1  # the generator pads (centred reflection, multiple of 16) and crops back itself
     uses_pairs = False
     Config = EnlightenGANConfig
+    # an official netG_A state dict (latest_net_G_A.pth; saved through DataParallel: "module." prefix)
+    official_key_suffix = "conv10.weight"
+    official_description = "an official EnlightenGAN generator state dict (conv1_1 … conv10)"
     profiles = {
         # two alternating G/D steps at batch 1 on 64² crops with the official 32² patches (every code path)
         "smoke": {"batch": 1, "crop": 64, "iterations": 2, "checkpoint_every": 1},
@@ -150,9 +144,6 @@ class EnlightenGAN(Method):
 
     def __init__(self, config: EnlightenGANConfig | None = None):
         super().__init__(config)
-        self.config.validate()
-        self.model: AttentionUNet | None = None
-        self.weights_info: dict[str, Any] = {"weights_kind": "none"}
         self.vgg_info: dict[str, Any] | None = None
 
     # ---- model ------------------------------------------------------------------------------
@@ -201,49 +192,22 @@ class EnlightenGAN(Method):
         record = weights_dir() / VGG_RECORD
         return {"vgg_file_sha256": (read_yaml(record) or {}).get("source_sha256") if record.exists() else None}
 
-    def setup(self, device: torch.device, weights: Path | None = None) -> dict[str, Any]:
-        self.device = torch.device(device)
-        self.config.validate()
-        self.model = self.build_model()
-        self.weights_info = {"weights_kind": "none"}
-        if weights is not None:
-            self._load(Path(weights))
-        self.model.to(self.device).eval()
-        return self.provenance()
+    def checkpoint_loaded(self, checkpoint: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
+        self.vgg_info = meta.get("vgg")
 
-    def _load(self, path: Path) -> None:
-        from bench.fsutil import sha256_file
-
-        obj = load_torch(path)
-        if isinstance(obj, Mapping) and obj.get("format") in (WEIGHTS_FORMAT, STATE_FORMAT):
-            meta = obj.get("meta") or {}
-            if meta.get("method") != self.name:
-                raise BenchError(f"{path} holds weights of method {meta.get('method')!r}, not {self.name}")
-            sd, kind = obj["model"], "bench_checkpoint" if obj["format"] == WEIGHTS_FORMAT else "bench_train_state"
-            self.vgg_info = meta.get("vgg")
-        elif isinstance(obj, Mapping) and any(str(k).endswith("conv10.weight") for k in obj):
-            # an official netG_A state dict (latest_net_G_A.pth; saved through DataParallel: "module." prefix)
-            sd, kind = {str(k).removeprefix("module."): v for k, v in obj.items()}, "official_state_dict"
-        else:
-            raise BenchError(f"{path} is neither an enlightengan checkpoint of this project nor an official "
-                             "EnlightenGAN generator state dict (conv1_1 … conv10)")
+    def load_model_state(self, path: Path, state: Mapping[str, Any], key: str | None = None) -> None:
+        # Not strict, unlike the other adapters: PyTorch 0.4-era checkpoints have no BatchNorm
+        # num_batches_tracked buffers; nothing else may be missing
         assert self.model is not None
-        result = self.model.load_state_dict(sd, strict=False)
-        # PyTorch 0.4-era checkpoints have no BatchNorm num_batches_tracked buffers; nothing else may be missing
+        result = self.model.load_state_dict(state[key] if key is not None else state, strict=False)
         missing = [k for k in result.missing_keys if not k.endswith("num_batches_tracked")]
         if missing or result.unexpected_keys:
             raise BenchError(f"{path}: state dict does not fit the EnlightenGAN generator (missing {missing[:3]}, "
                              f"unexpected {result.unexpected_keys[:3]})")
-        self.weights_info = {"weights_kind": kind, "weights_sha256": sha256_file(path)}
 
-    def enhance(self, low: torch.Tensor) -> torch.Tensor:
-        if self.model is None:
-            raise RuntimeError("call setup() first")
-        self.model.eval()
-        x = low.to(self.device, torch.float32)
-        with torch.no_grad():
-            out, _ = self.model(x * 2 - 1, attention_map(x, self.config.attention))
-        return ((out + 1) / 2).clamp(0.0, 1.0).to(low.device)
+    def forward_enhance(self, x: torch.Tensor) -> torch.Tensor:
+        out, _ = self.model(x * 2 - 1, attention_map(x, self.config.attention))  # type: ignore[misc]
+        return (out + 1) / 2
 
     # ---- provenance -------------------------------------------------------------------------
     def schedule(self, n_train: int) -> tuple[int, int, str]:
@@ -307,8 +271,7 @@ class EnlightenGAN(Method):
         if not highs:
             raise BenchError("enlightengan trains against normal-light images: the training split has no reference "
                              "images to use as the unpaired normal-light domain")
-        seed_all(derive_seed(seed, "init"))
-        self.model = self.build_model().to(device)
+        self.fresh_model(derive_seed(seed, "init"))
         d, dp = (m.to(device) for m in self.build_discriminators())
         vgg, self.vgg_info = self.build_vgg(device) if c.w_vgg > 0 else (None, {"kind": "none", "faithful": False})
         sampler = UnpairedSampler(lows, highs, c.crop, c.batch, seed, flips=c.flips, vary=c.vary,
@@ -318,10 +281,9 @@ class EnlightenGAN(Method):
                                niter=c.niter, niter_decay=c.niter_decay, checkpoint_every=c.checkpoint_every)
         step = EnlightenGANStep(self.model, d, dp, vgg, patch=c.patch, n_patches=c.n_patches, w_vgg=c.w_vgg,
                                 vgg_instance_norm=c.vgg_instance_norm, use_ragan=c.use_ragan, attention=c.attention)
-        meta = {"method": self.name, "version": self.version, "config": _jsonable(dataclasses.asdict(c)),
-                "seed": int(seed), "vgg": _jsonable(self.vgg_info),
-                "schedule": {"iterations": iterations, "n_low": len(lows), "n_high": len(highs),
-                             "iterations_per_epoch": per, "description": description}}
+        meta = self.checkpoint_meta(seed, vgg=jsonable(self.vgg_info),
+                                    schedule={"iterations": iterations, "n_low": len(lows), "n_high": len(highs),
+                                              "iterations_per_epoch": per, "description": description})
         log.info("training enlightengan for %d iterations (%d low, %d normal-light images; VGG %s)", iterations,
                  len(lows), len(highs), self.vgg_info.get("kind"))
         trainer = GanTrainer(self.model, d, dp, step, sampler, Path(out_dir), settings, seed=seed, meta=meta,

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
@@ -37,17 +36,16 @@ import numpy as np
 import torch
 
 from bench.errors import BenchError
-from bench.methods.base import Method, TrainPair, check_range
+from bench.methods.base import TrainPair, check_range
+from bench.methods.torch_method import TF_WEIGHTS, TorchMethod
 from bench.training import (
-    STATE_FORMAT,
     WEIGHTS_FORMAT,
     CropSampler,
     Trainer,
     TrainSettings,
     derive_seed,
-    load_torch,
+    load_weights,
     save_torch,
-    seed_all,
 )
 
 from .inference import compose, gt_ratio, minmax_normalize, ratio_map
@@ -176,15 +174,6 @@ def stage_schedule(config: KinDConfig, stage: str, n_train: int) -> tuple[int, l
 # ------------------------------------------------------------------------------------------------
 # samplers
 # ------------------------------------------------------------------------------------------------
-def _pad_reflect(a: np.ndarray, size: int) -> np.ndarray:
-    h, w = a.shape[:2]
-    ph, pw = max(0, size - h), max(0, size - w)
-    if not ph and not pw:
-        return a
-    mode = "reflect" if min(h, w) > 1 else "edge"
-    return np.pad(a, ((ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2), (0, 0)), mode=mode)
-
-
 class MapCropSampler(CropSampler):
     """A :class:`CropSampler` over precomputed float maps (H×W×C, stored as float16) instead of uint8 images.
 
@@ -199,10 +188,7 @@ class MapCropSampler(CropSampler):
                  device: torch.device | str = "cpu"):
         if not ids or len(ids) != len(lows) or len(lows) != len(highs):
             raise BenchError("MapCropSampler needs one input and one target map per image")
-        if crop < 1 or batch < 1:
-            raise BenchError(f"crop and batch must be positive (crop={crop}, batch={batch})")
-        if small not in ("reflect", "clip"):
-            raise BenchError(f"unknown small-image mode {small!r}")
+        self._check_options(crop, batch, small)
         self.ids = list(ids)
         self.batch, self.use_high, self.augment, self.small = int(batch), True, bool(augment), small
         self.device = torch.device(device)
@@ -211,21 +197,8 @@ class MapCropSampler(CropSampler):
         for i, (a, b) in enumerate(zip(self.lows, self.highs)):
             if a.ndim != 3 or b.ndim != 3 or a.shape[:2] != b.shape[:2]:
                 raise BenchError(f"maps of image {self.ids[i]} must be H×W×C of the same size")
-        smallest = min(min(a.shape[:2]) for a in self.lows)
-        self.padded = 0
-        if small == "clip":
-            self.crop = min(int(crop), smallest)
-        else:
-            self.crop = int(crop)
-            for i, a in enumerate(self.lows):
-                if min(a.shape[:2]) < self.crop:
-                    self.padded += 1
-                    self.lows[i] = _pad_reflect(a, self.crop)
-                    self.highs[i] = _pad_reflect(self.highs[i], self.crop)
-        self.generator = torch.Generator().manual_seed(derive_seed(seed, "crops"))
-        self._perm: list[int] = []
-        self._pos = 0
-        self.epoch = 0
+        self._fit_crop(int(crop))     # padded after the decomposition, like CropSampler's images
+        self._seed_order(seed, "crops")
 
     def describe(self) -> dict[str, Any]:
         d = super().describe()
@@ -320,7 +293,7 @@ def restoration_step_fn(restore: torch.nn.Module):
 # ------------------------------------------------------------------------------------------------
 # the adapter
 # ------------------------------------------------------------------------------------------------
-class KinD(Method):
+class KinD(TorchMethod):
     name = "kind"
     display_name = "KinD"
     family = "supervised"
@@ -332,6 +305,8 @@ class KinD(Method):
     pad_multiple = 1           # any size: ceil-mode pooling and cropped transposed convs, as TF "SAME"
     uses_pairs = True
     Config = KinDConfig
+    official_description = TF_WEIGHTS
+    combined_checkpoint = ("stage", "all")   # stage trainers write "decom" / "adjust" / "restoration" files
     # the ratio policy and post-processing act at test time only: changing them never retrains
     test_time_options = frozenset({"ratio", "postprocess"})
     profiles = {
@@ -353,43 +328,20 @@ class KinD(Method):
 
     def __init__(self, config: KinDConfig | None = None):
         super().__init__(config)
-        self.config.validate()
-        self.model: KinDModel | None = None
-        self.weights_info: dict[str, Any] = {"weights_kind": "none"}
-        self.trained: dict[str, Any] | None = None
         # The proposed harness hook: a method whose test-time policy needs the ground truth says so here, and
         # the harness would call enhance(low, reference=high). Today's harness never passes it.
         self.needs_reference_at_test = self.config.fixed_ratio() is None
 
     # ---- model ------------------------------------------------------------------------------
-    def setup(self, device: torch.device, weights: Path | None = None) -> dict[str, Any]:
-        self.device = torch.device(device)
-        self.model = KinDModel()
-        self.weights_info = {"weights_kind": "none"}
+    def build_model(self) -> KinDModel:
+        return KinDModel()
+
+    def begin_setup(self) -> None:
+        # no re-validation (the config was validated in __init__); forget what earlier weights said
         self.trained = None
-        if weights is not None:
-            self._load(Path(weights))
-        self.model.to(self.device).eval()
-        return self.provenance()
 
-    def _load(self, path: Path) -> None:
-        from bench.fsutil import sha256_file
-
-        obj = load_torch(path)
-        if not isinstance(obj, Mapping) or obj.get("format") not in (WEIGHTS_FORMAT, STATE_FORMAT):
-            raise BenchError(f"{path} is not a bench weights file")
-        meta = obj.get("meta") or {}
-        if meta.get("method") != self.name:
-            raise BenchError(f"{path} holds weights of method {meta.get('method')!r}, not {self.name}")
-        if meta.get("stage") != "all":
-            raise BenchError(f"{path} holds only the {meta.get('stage')!r} stage; pass the combined "
-                             "model_final.pt of the training directory")
-        try:
-            self.model.load_state_dict(obj["model"], strict=True)
-        except (RuntimeError, KeyError) as e:
-            raise BenchError(f"{path}: {str(e).strip().splitlines()[0][:200]}") from None
+    def checkpoint_loaded(self, checkpoint: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
         self.trained = {k: meta.get(k) for k in ("seed", "schedules", "iterations") if k in meta}
-        self.weights_info = {"weights_kind": "bench_checkpoint", "weights_sha256": sha256_file(path)}
 
     def _forward(self, low: torch.Tensor, reference: torch.Tensor | None = None) -> torch.Tensor:
         c = self.config
@@ -412,17 +364,10 @@ class KinD(Method):
         i_adjusted = model.adjust(i_low, ratio_map(i_low, ratio))
         return compose(x, r_low, i_low, r_restored, i_adjusted, c.resolved_postprocess()).clamp(0.0, 1.0)
 
-    def enhance(self, low: torch.Tensor, reference: torch.Tensor | None = None) -> torch.Tensor:
-        """``low`` → enhanced image; ``reference`` (the ground truth) is used only by ``ratio=gt``."""
-        if self.model is None:
-            raise RuntimeError("call setup() first")
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            with torch.no_grad():
-                return self._forward(low.to(self.device, torch.float32), reference)
-        finally:
-            self.model.train(was_training)
+    def forward_enhance(self, x: torch.Tensor, reference: torch.Tensor | None = None) -> torch.Tensor:
+        """``x`` → enhanced image; ``reference`` (the ground truth, ``enhance(low, reference=high)``) is used
+        only by ``ratio=gt``."""
+        return self._forward(x, reference)
 
     # ---- provenance -------------------------------------------------------------------------
     def provenance(self) -> dict[str, Any]:
@@ -460,11 +405,8 @@ class KinD(Method):
                              "the Trainer does not pass; set val_every=0 or a fixed ratio")
         device = self.device
         out_dir = Path(out_dir)
-        seed_all(seed)
-        self.model = KinDModel().to(device)
-        model = self.model
-        config_doc = _jsonable(dataclasses.asdict(c))
-        base_meta = {"method": self.name, "version": self.version, "config": config_doc, "seed": int(seed)}
+        model = self.fresh_model(seed)
+        base_meta = self.checkpoint_meta(seed)
         schedules: dict[str, str] = {}
         iterations: dict[str, int] = {}
 
@@ -485,7 +427,7 @@ class KinD(Method):
                           self._settings(total, milestones, c.decom_lr), seed=seed, device=device,
                           meta={**base_meta, "stage": "decom", "schedule": desc}, progress=progress,
                           desc="train kind (decom)")
-        iterations["decom"] = _load_stage(model.decom, trainer.run())
+        iterations["decom"] = load_weights(model.decom, trainer.run())
         del sampler, trainer
         model.decom.eval()
 
@@ -504,7 +446,7 @@ class KinD(Method):
                           out_dir / "adjust", self._settings(total, milestones, c.adjust_lr), seed=seed2,
                           device=device, meta={**base_meta, "stage": "adjust", "schedule": desc},
                           progress=progress, desc="train kind (adjust)")
-        iterations["adjust"] = _load_stage(model.adjust, trainer.run())
+        iterations["adjust"] = load_weights(model.adjust, trainer.run())
         del sampler, trainer
         model.adjust.eval()
 
@@ -527,7 +469,7 @@ class KinD(Method):
                           device=device, enhance_fn=self._forward, val_pairs=val_pairs,
                           meta={**base_meta, "stage": "restoration", "schedule": desc}, progress=progress,
                           desc="train kind (restoration)")
-        iterations["restoration"] = _load_stage(model.restore, trainer.run())
+        iterations["restoration"] = load_weights(model.restore, trainer.run())
         del sampler, trainer
         model.eval()
 
@@ -555,20 +497,3 @@ def _images(pairs: Sequence[TrainPair], side: str):
 
 def _minmax(a: np.ndarray) -> tuple[float, float]:
     return float(a.min()) / 255.0, float(a.max()) / 255.0
-
-
-def _load_stage(module: torch.nn.Module, weights: Path) -> int:
-    """Load a stage's weights file into ``module``; return the iteration it was written at."""
-    obj = load_torch(weights)
-    module.load_state_dict(obj["model"], strict=True)
-    return int(obj["iteration"])
-
-
-def _jsonable(d: Mapping[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, (str, int, float, bool, type(None))) and not (isinstance(v, float) and not math.isfinite(v)):
-            out[str(k)] = v
-        else:
-            out[str(k)] = str(v)
-    return out

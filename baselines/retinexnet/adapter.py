@@ -27,18 +27,16 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from bench.errors import BenchError
-from bench.methods.base import Method, TrainPair, check_range
+from bench.methods.base import TrainPair, check_range
+from bench.methods.torch_method import TF_WEIGHTS, TorchMethod
 from bench.training import (
-    STATE_FORMAT,
     WEIGHTS_FORMAT,
     CropSampler,
     Trainer,
     TrainSettings,
     derive_seed,
-    latest_state,
-    load_torch,
+    load_weights,
     save_torch,
-    seed_all,
 )
 
 from .denoise import DENOISERS, denoise_reflectance
@@ -146,7 +144,7 @@ def relight_step_fn(model: RetinexNetModel, weights: LossWeights):
     return step
 
 
-class RetinexNet(Method):
+class RetinexNet(TorchMethod):
     name = "retinexnet"
     display_name = "RetinexNet"
     family = "supervised"
@@ -158,6 +156,8 @@ class RetinexNet(Method):
     pad_multiple = 1           # any size: TF "SAME" convolutions and nearest resizes to the skips' sizes
     uses_pairs = True
     Config = RetinexNetConfig
+    official_description = TF_WEIGHTS
+    combined_checkpoint = ("phase", "both")   # phase trainers write "decom" / "relight" files
     test_time_options = frozenset({"denoise", "denoise_sigma"})  # applied to R at test time only
     profiles = {
         # a handful of iterations per phase on tiny patches: every code path (both phases, resume, combine)
@@ -171,42 +171,16 @@ class RetinexNet(Method):
         "paper@fivek": {"epochs": 100},
     }
 
-    def __init__(self, config: RetinexNetConfig | None = None):
-        super().__init__(config)
-        self.config.validate()
-        self.model: RetinexNetModel | None = None
-        self.weights_info: dict[str, Any] = {"weights_kind": "none"}
-        self.trained: dict[str, Any] | None = None
-
     # ---- model ------------------------------------------------------------------------------
-    def setup(self, device: torch.device, weights: Path | None = None) -> dict[str, Any]:
-        self.device = torch.device(device)
-        self.model = RetinexNetModel()
-        self.weights_info = {"weights_kind": "none"}
+    def build_model(self) -> RetinexNetModel:
+        return RetinexNetModel()
+
+    def begin_setup(self) -> None:
+        # no re-validation (the config was validated in __init__); forget what earlier weights said
         self.trained = None
-        if weights is not None:
-            self._load(Path(weights))
-        self.model.to(self.device).eval()
-        return self.provenance()
 
-    def _load(self, path: Path) -> None:
-        from bench.fsutil import sha256_file
-
-        obj = load_torch(path)
-        if not isinstance(obj, Mapping) or obj.get("format") not in (WEIGHTS_FORMAT, STATE_FORMAT):
-            raise BenchError(f"{path} is not a bench weights file")
-        meta = obj.get("meta") or {}
-        if meta.get("method") != self.name:
-            raise BenchError(f"{path} holds weights of method {meta.get('method')!r}, not {self.name}")
-        if meta.get("phase") != "both":
-            raise BenchError(f"{path} holds only the {meta.get('phase')!r} phase; pass the combined "
-                             "model_final.pt of the training directory")
-        try:
-            self.model.load_state_dict(obj["model"], strict=True)
-        except (RuntimeError, KeyError) as e:
-            raise BenchError(f"{path}: {str(e).strip().splitlines()[0][:200]}") from None
+    def checkpoint_loaded(self, checkpoint: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
         self.trained = {k: meta.get(k) for k in ("seed", "schedule", "iterations") if k in meta}
-        self.weights_info = {"weights_kind": "bench_checkpoint", "weights_sha256": sha256_file(path)}
 
     def _forward(self, low: torch.Tensor) -> torch.Tensor:
         c = self.config
@@ -217,16 +191,8 @@ class RetinexNet(Method):
             r_low = denoise_reflectance(r_low, i_low, c.denoise, c.denoise_sigma)
         return model.compose(r_low, i_delta).clamp(0.0, 1.0)
 
-    def enhance(self, low: torch.Tensor) -> torch.Tensor:
-        if self.model is None:
-            raise RuntimeError("call setup() first")
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            with torch.no_grad():
-                return self._forward(low.to(self.device, torch.float32))
-        finally:
-            self.model.train(was_training)
+    def forward_enhance(self, x: torch.Tensor) -> torch.Tensor:
+        return self._forward(x)
 
     # ---- provenance -------------------------------------------------------------------------
     def provenance(self) -> dict[str, Any]:
@@ -255,16 +221,12 @@ class RetinexNet(Method):
         c = self.config
         device = self.device
         out_dir = Path(out_dir)
-        seed_all(seed)
-        self.model = RetinexNetModel().to(device)
-        model = self.model
+        model = self.fresh_model(seed)
         weights = c.loss_weights()
         sampler = CropSampler(train_pairs, c.crop, c.batch, seed, use_high=True, augment=c.augment,
                               small=c.small_images, device=device, progress=progress)
         iterations, milestones, desc = phase_schedule(c, len(sampler))
-        config_doc = _jsonable(dataclasses.asdict(c))
-        base_meta = {"method": self.name, "version": self.version, "config": config_doc, "seed": int(seed),
-                     "schedule": desc, "iterations": iterations, "n_train": len(sampler)}
+        base_meta = self.checkpoint_meta(seed, schedule=desc, iterations=iterations, n_train=len(sampler))
 
         def settings() -> TrainSettings:
             return TrainSettings(iterations=iterations, lr=c.lr, milestones=tuple(milestones), gamma=c.lr_gamma,
@@ -276,7 +238,7 @@ class RetinexNet(Method):
         decom = Trainer(model.decom, list(model.decom.parameters()), sampler, decom_step_fn(model, weights),
                         out_dir / "decom", settings(), seed=seed, device=device,
                         meta={**base_meta, "phase": "decom"}, progress=progress, desc="train retinexnet (decom)")
-        decom_iterations = _load_phase(model.decom, decom.run())   # a finished phase returns without loading
+        decom_iterations = load_weights(model.decom, decom.run())   # a finished phase returns without loading
         model.decom.eval()
 
         # ---- phase 2: relight (DecomNet frozen) ---------------------------------------------
@@ -284,15 +246,15 @@ class RetinexNet(Method):
         fresh = torch.Generator().manual_seed(derive_seed(seed, "relight", "crops"))
         sampler.load_state_dict({"generator": fresh.get_state(), "perm": [], "pos": 0, "epoch": 0})
         s2 = dataclasses.replace(settings(), val_every=c.val_every)
-        relight_dir = out_dir / "relight"
-        relight = Trainer(model.relight, list(model.relight.parameters()), sampler, relight_step_fn(model, weights),
-                          relight_dir, s2, seed=seed2, device=device, enhance_fn=self._forward, val_pairs=val_pairs,
-                          meta={**base_meta, "phase": "relight"}, progress=progress,
-                          desc="train retinexnet (relight)")
         adam_start = decom_iterations if c.adam_shared_steps else 0
-        if adam_start and latest_state(relight_dir) is None:   # a resumed run restores its own optimiser state
-            continue_adam_steps(relight.optimizer, adam_start)
-        relight_iterations = _load_phase(model.relight, relight.run())
+        relight = Trainer(model.relight, list(model.relight.parameters()), sampler, relight_step_fn(model, weights),
+                          out_dir / "relight", s2, seed=seed2, device=device, enhance_fn=self._forward,
+                          val_pairs=val_pairs, meta={**base_meta, "phase": "relight"}, progress=progress,
+                          desc="train retinexnet (relight)",
+                          # a fresh phase 2 starts at Adam step adam_start; a resumed one restores its own state
+                          init_optimizer_state=(lambda opt: continue_adam_steps(opt, adam_start)) if adam_start
+                          else None)
+        relight_iterations = load_weights(model.relight, relight.run())
         model.eval()
 
         final = out_dir / "model_final.pt"
@@ -313,22 +275,3 @@ def continue_adam_steps(optimizer: torch.optim.Adam, steps: int) -> None:
             optimizer.state[p] = {"step": torch.tensor(float(steps), dtype=torch.float32),
                                   "exp_avg": torch.zeros_like(p, memory_format=torch.preserve_format),
                                   "exp_avg_sq": torch.zeros_like(p, memory_format=torch.preserve_format)}
-
-
-def _load_phase(module: torch.nn.Module, weights: Path) -> int:
-    """Load a phase's weights file into ``module``; return the iteration it was written at."""
-    obj = load_torch(weights)
-    module.load_state_dict(obj["model"], strict=True)
-    return int(obj["iteration"])
-
-
-def _jsonable(d: Mapping[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, (list, tuple)):
-            out[str(k)] = [x if isinstance(x, (str, int, float, bool, type(None))) else str(x) for x in v]
-        elif isinstance(v, (str, int, float, bool, type(None))):
-            out[str(k)] = v
-        else:
-            out[str(k)] = str(v)
-    return out

@@ -12,29 +12,18 @@ At test time the network runs on the full-resolution input (no resizing, any siz
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from bench.errors import BenchError, unknown_name
-from bench.methods.base import Method, TrainPair, check_range
-from bench.training import (
-    STATE_FORMAT,
-    WEIGHTS_FORMAT,
-    Batch,
-    Trainer,
-    TrainSettings,
-    derive_seed,
-    iterations_per_epoch,
-    load_torch,
-    seed_all,
-)
+from bench.methods.base import TrainPair, check_betas, check_range
+from bench.methods.torch_method import TorchMethod
+from bench.training import Batch, TrainSettings, WholeImageSampler, constant_lr_schedule
 
 from . import losses as L
 from .model import DCENet, init_official
@@ -85,9 +74,7 @@ class ZeroDCEConfig:
         check_range(m, "exposure_patch", self.exposure_patch, 1, 4096, integer=True)
         check_range(m, "spatial_pool", self.spatial_pool, 1, 4096, integer=True)
         check_range(m, "lr", self.lr, 0, 1, lo_open=True)
-        self.betas = tuple(float(b) for b in self.betas)
-        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
-            raise BenchError(f"{m}: option betas={self.betas!r} must be two numbers in [0, 1)")
+        self.betas = check_betas(m, self.betas)
         check_range(m, "resize", self.resize, 1, 8192, integer=True)
         if self.resize < max(self.exposure_patch, self.spatial_pool):
             raise BenchError(f"{m}: resize={self.resize} is smaller than exposure_patch={self.exposure_patch} "
@@ -99,7 +86,7 @@ class ZeroDCEConfig:
             raise BenchError(f"{m}: set epochs >= 1 or iterations >= 1")
 
 
-class ResizedLowSampler:
+class ResizedLowSampler(WholeImageSampler):
     """Whole low-light images resized once to ``size``×``size`` (PIL Lanczos, as the official loader's
     ``Image.ANTIALIAS``), served in successive random permutations in batches of ``batch``; the last batch of
     each pass holds the remainder (``DataLoader(shuffle=True, drop_last=False)``). No augmentation, no crops.
@@ -107,64 +94,22 @@ class ResizedLowSampler:
 
     def __init__(self, pairs: Sequence[TrainPair], size: int, batch: int, seed: int,
                  device: torch.device | str = "cpu", progress: bool = False):
+        self.size = int(size)
+        super().__init__(pairs, batch, seed, use_high=False, drop_last=False, method=NAME, device=device,
+                         progress=progress)
+
+    def prepare(self, image: np.ndarray) -> np.ndarray:
         from PIL import Image
 
-        if not pairs:
-            raise BenchError("no training images")
-        self.size, self.batch, self.device = int(size), int(batch), torch.device(device)
-        self.ids = [p.id for p in pairs]
-        images = []
-        for p in tqdm(pairs, desc="load train images", unit="img", disable=not progress, leave=False):
-            low = np.ascontiguousarray(p.load_low(), dtype=np.uint8)
-            img = Image.fromarray(low, "RGB").resize((self.size, self.size), Image.Resampling.LANCZOS)
-            images.append(np.asarray(img, dtype=np.uint8))
-        self.images = np.stack(images)           # n×size×size×3 uint8
-        self.generator = torch.Generator().manual_seed(derive_seed(seed, "order"))
-        self._perm: list[int] = []
-        self._pos = 0
-        self.epoch = 0
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    @property
-    def iterations_per_epoch(self) -> int:
-        return iterations_per_epoch(len(self), self.batch)
+        img = Image.fromarray(image, "RGB").resize((self.size, self.size), Image.Resampling.LANCZOS)
+        return np.asarray(img, dtype=np.uint8)
 
     def describe(self) -> dict[str, Any]:
         return {"n_images": len(self), "resize": self.size, "batch": self.batch, "augment": False,
                 "last_batch": "partial (drop_last=False)", "paired": False}
 
-    def next_batch(self) -> Batch:
-        if self._pos >= len(self._perm):
-            self._perm = torch.randperm(len(self), generator=self.generator).tolist()
-            self._pos = 0
-            self.epoch += 1
-        idx = self._perm[self._pos:self._pos + self.batch]
-        self._pos += len(idx)
-        t = torch.from_numpy(self.images[idx]).to(self.device).permute(0, 3, 1, 2).float().div_(255.0)
-        return Batch(t.contiguous(), None, [self.ids[i] for i in idx])
 
-    def state_dict(self) -> dict[str, Any]:
-        return {"generator": self.generator.get_state(), "perm": list(self._perm), "pos": self._pos,
-                "epoch": self.epoch}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.generator.set_state(state["generator"])
-        self._perm, self._pos, self.epoch = list(state["perm"]), int(state["pos"]), int(state["epoch"])
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, (str, int, float, bool, type(None))):
-        return value
-    return str(value)
-
-
-class ZeroDCE(Method):
+class ZeroDCE(TorchMethod):
     name = NAME
     display_name = "Zero-DCE"
     family = "zero-reference"
@@ -176,6 +121,8 @@ class ZeroDCE(Method):
     pad_multiple = 1
     uses_pairs = False
     Config = ZeroDCEConfig
+    official_key_suffix = "e_conv1.weight"   # an official enhance_net_nopool state dict (maybe via DataParallel)
+    official_description = "an official Zero-DCE state dict (e_conv1 … e_conv7)"
     profiles = {
         # three iterations on 32×32 resized images, batch 2: every code path, seconds on a CPU
         "smoke": {"resize": 32, "batch": 2, "iterations": 3, "checkpoint_every": 2},
@@ -188,55 +135,15 @@ class ZeroDCE(Method):
         "paper@fivek": {"epochs": 200},
     }
 
-    def __init__(self, config: ZeroDCEConfig | None = None):
-        super().__init__(config)
-        self.config.validate()
-        self.model: DCENet | None = None
-        self.weights_info: dict[str, Any] = {"weights_kind": "none"}
-
     # ---- model ------------------------------------------------------------------------------
     def build_model(self) -> DCENet:
         model = DCENet()
         init_official(model, self.config.init_std)
         return model
 
-    def setup(self, device: torch.device, weights: Path | None = None) -> dict[str, Any]:
-        self.device = torch.device(device)
-        self.config.validate()
-        self.model = self.build_model()
-        self.weights_info = {"weights_kind": "none"}
-        if weights is not None:
-            self._load(Path(weights))
-        self.model.to(self.device).eval()
-        return self.provenance()
-
-    def _load(self, path: Path) -> None:
-        from bench.fsutil import sha256_file
-
-        obj = load_torch(path)
-        if isinstance(obj, Mapping) and obj.get("format") in (WEIGHTS_FORMAT, STATE_FORMAT):
-            meta = obj.get("meta") or {}
-            if meta.get("method") != self.name:
-                raise BenchError(f"{path} holds weights of method {meta.get('method')!r}, not {self.name}")
-            sd, kind = obj["model"], "bench_checkpoint" if obj["format"] == WEIGHTS_FORMAT else "bench_train_state"
-        elif isinstance(obj, Mapping) and any(str(k).endswith("e_conv1.weight") for k in obj):
-            # an official enhance_net_nopool state dict (possibly saved through DataParallel)
-            sd, kind = {str(k).removeprefix("module."): v for k, v in obj.items()}, "official_state_dict"
-        else:
-            raise BenchError(f"{path} is neither a zero-dce checkpoint of this project nor an official "
-                             "Zero-DCE state dict (e_conv1 … e_conv7)")
-        try:
-            self.model.load_state_dict(sd, strict=True)  # type: ignore[union-attr]
-        except RuntimeError as e:
-            raise BenchError(f"{path}: {str(e).strip().splitlines()[0][:200]}") from None
-        self.weights_info = {"weights_kind": kind, "weights_sha256": sha256_file(path)}
-
-    def enhance(self, low: torch.Tensor) -> torch.Tensor:
-        if self.model is None:
-            raise RuntimeError("call setup() first")
-        with torch.no_grad():
-            _, out, _ = self.model(low.to(self.device, torch.float32))
-        return out.clamp(0.0, 1.0).to(low.device)
+    def forward_enhance(self, x: torch.Tensor) -> torch.Tensor:
+        _, out, _ = self.model(x)  # type: ignore[misc]
+        return out
 
     # ---- losses -----------------------------------------------------------------------------
     def loss_terms(self, low: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -253,10 +160,7 @@ class ZeroDCE(Method):
     # ---- provenance -------------------------------------------------------------------------
     def schedule(self, n_train: int) -> tuple[int, str]:
         c = self.config
-        if c.iterations > 0:
-            return c.iterations, f"fixed: {c.iterations} iterations, constant lr {c.lr:g}"
-        per = iterations_per_epoch(n_train, c.batch)
-        return c.epochs * per, f"{c.epochs} epochs x ceil({n_train}/{c.batch}) = {c.epochs * per} iterations, constant lr"
+        return constant_lr_schedule(c.iterations, c.epochs, n_train, c.batch, c.lr)
 
     def provenance(self) -> dict[str, Any]:
         c = self.config
@@ -281,11 +185,8 @@ class ZeroDCE(Method):
               progress: bool = True) -> Path:
         c = self.config
         c.validate()
-        device = self.device
-        seed_all(seed)
-        self.model = self.build_model().to(device)
-        model = self.model
-        sampler = ResizedLowSampler(train_pairs, c.resize, c.batch, seed, device=device, progress=progress)
+        self.fresh_model(seed)
+        sampler = ResizedLowSampler(train_pairs, c.resize, c.batch, seed, device=self.device, progress=progress)
         iterations, description = self.schedule(len(sampler))
         settings = TrainSettings(iterations=iterations, lr=c.lr, betas=tuple(c.betas), weight_decay=c.weight_decay,
                                  grad_clip=c.grad_clip, milestones=(), checkpoint_every=c.checkpoint_every,
@@ -294,15 +195,9 @@ class ZeroDCE(Method):
         def step(batch: Batch) -> dict[str, torch.Tensor]:
             return self.loss_terms(batch.low)
 
-        meta = {"method": self.name, "version": self.version, "config": _jsonable(dataclasses.asdict(c)),
-                "seed": int(seed), "schedule": {"iterations": iterations, "n_train": len(sampler),
-                                                "iterations_per_epoch": sampler.iterations_per_epoch,
-                                                "description": description}}
+        meta = self.checkpoint_meta(seed, schedule={"iterations": iterations, "n_train": len(sampler),
+                                                    "iterations_per_epoch": sampler.iterations_per_epoch,
+                                                    "description": description})
         log.info("training zero-dce for %d iterations on %d low images", iterations, len(sampler))
-        trainer = Trainer(model, [p for p in model.parameters() if p.requires_grad], sampler, step, Path(out_dir),
-                          settings, seed=seed, device=device, enhance_fn=self.enhance,
-                          val_pairs=val_pairs if c.val_every > 0 else (), meta=meta, progress=progress,
-                          desc="train zero-dce")
-        ckpt = trainer.run()
-        model.eval()
-        return ckpt
+        return self.run_trainer(sampler, step, out_dir, settings, seed=seed, meta=meta,
+                                val_pairs=val_pairs if c.val_every > 0 else (), progress=progress)

@@ -30,18 +30,10 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from ..errors import BenchError, unknown_name
-from ..methods.base import Method, TrainPair, check_range
-from ..training import (
-    STATE_FORMAT,
-    WEIGHTS_FORMAT,
-    CropSampler,
-    Trainer,
-    TrainSettings,
-    epoch_schedule,
-    iterations_per_epoch,
-    load_torch,
-    seed_all,
-)
+from ..fsutil import jsonable
+from ..methods.base import TrainPair, check_betas, check_range
+from ..methods.torch_method import TorchMethod
+from ..training import CropSampler, Trainer, TrainSettings, epoch_schedule, iterations_per_epoch
 from .losses import LOSSES, get_loss, quantize_ste
 
 log = logging.getLogger("bench.dsn")
@@ -170,9 +162,7 @@ class DSNConfig:
             check_range(m, name, getattr(self, name), 0, 1e6)
         check_range(m, "lr", self.lr, 0, 1, lo_open=True)
         check_range(m, "gamma", self.gamma, 0, 1, lo_open=True)
-        self.betas = tuple(float(b) for b in self.betas)
-        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
-            raise BenchError(f"ours: option betas={self.betas!r} must be two numbers in [0, 1)")
+        self.betas = check_betas(m, self.betas)
         check_range(m, "batch", self.batch, 1, 4096, integer=True)
         check_range(m, "crop", self.crop, 1, 16384, integer=True)
         for name in ("epochs", "halve_every_epochs", "code_iterations", "iterations", "checkpoint_every", "val_every"):
@@ -247,21 +237,7 @@ def _family_of(info: Mapping[str, Any]) -> str:
     return "from_checkpoint"
 
 
-def _jsonable(d: Mapping[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, Mapping):
-            out[str(k)] = _jsonable(v)
-        elif isinstance(v, (list, tuple)):
-            out[str(k)] = [x if isinstance(x, (str, int, float, bool, type(None))) else str(x) for x in v]
-        elif isinstance(v, (str, int, float, bool, type(None))):
-            out[str(k)] = v
-        else:
-            out[str(k)] = str(v)
-    return out
-
-
-class DSNMethod(Method):
+class DSNMethod(TorchMethod):
     name = "ours"
     display_name = "DSN (ours)"
     family = "supervised"
@@ -287,12 +263,6 @@ class DSNMethod(Method):
                         "code_milestones": _FIVEK_CODE},
     }
 
-    def __init__(self, config: DSNConfig | None = None):
-        super().__init__(config)
-        self.model = None
-        self.weights_info: dict[str, Any] = {"weights_kind": "none"}
-        self.trained: dict[str, Any] | None = None
-
     # ---- model ------------------------------------------------------------------------------
     def structure(self) -> dict[str, Any]:
         c = self.config
@@ -311,62 +281,53 @@ class DSNMethod(Method):
         except ValueError as e:
             raise BenchError(f"ours: {e}") from None
 
-    def setup(self, device: torch.device, weights: Path | None = None) -> dict[str, Any]:
-        self.device = torch.device(device)
-        self.model = self.build_model()
-        self.weights_info = {"weights_kind": "none"}
-        self.trained = None
-        if weights is not None:
-            self._load(Path(weights))
-        self.model.to(self.device).eval()
-        return self.provenance()
+    def validate_config(self) -> None:
+        # not on construction or setup: validate() resolves the encoder files and relabels the variant,
+        # which build_config has done (and a config built by hand keeps what it says)
+        pass
 
-    def _load(self, path: Path) -> None:
-        from .official import load_official_state_dict, read_state_dict
+    def begin_setup(self) -> None:
+        self.trained = None   # forget what earlier weights said
+
+    def check_checkpoint_meta(self, path: Path, meta: Mapping[str, Any]) -> None:
+        have, want = meta.get("structure") or {}, self.structure()
+        diff = [f"{k}={have.get(k)!r} (this run: {want[k]!r})" for k in ("n_blocks", "subnet", "rounds")
+                if have.get(k) != want[k]]
+        if diff:
+            raise BenchError(f"{path} was trained with {', '.join(diff)}; pass matching --set options")
+
+    def checkpoint_loaded(self, checkpoint: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
+        from .encoder import tensor_sha256
+
+        enc = dict(meta.get("encoder_info") or {})
+        enc["tensors_sha256"] = tensor_sha256(self.model.encoder_in.haar_weights1, self.model.encoder_in.haar_weights2)
+        self.model.encoder_info = enc
+        self.trained = {k: meta.get(k) for k in ("schedule", "seed", "variant") if k in meta}
+        self.trained["iteration"] = checkpoint.get("iteration")
+        self.trained["selected"] = checkpoint.get("selected", "state")
+
+    def load_official(self, path: Path, obj: Any) -> None:
+        # official-layout checkpoints come in several wrappers and are loaded by name mapping, not by a strict
+        # load_state_dict of a key-suffix-recognised dict (bench/dsn/official.py)
         from ..fsutil import sha256_file
+        from .official import load_official_state_dict, read_state_dict
 
-        obj = load_torch(path)
-        sha = sha256_file(path)
-        if isinstance(obj, Mapping) and obj.get("format") in (WEIGHTS_FORMAT, STATE_FORMAT):
-            meta = obj.get("meta") or {}
-            if meta.get("method") != self.name:
-                raise BenchError(f"{path} holds weights of method {meta.get('method')!r}, not {self.name}")
-            have, want = meta.get("structure") or {}, self.structure()
-            diff = [f"{k}={have.get(k)!r} (this run: {want[k]!r})" for k in ("n_blocks", "subnet", "rounds")
-                    if have.get(k) != want[k]]
-            if diff:
-                raise BenchError(f"{path} was trained with {', '.join(diff)}; pass matching --set options")
-            try:
-                self.model.load_state_dict(obj["model"], strict=True)
-            except (RuntimeError, KeyError) as e:
-                raise BenchError(f"{path}: {str(e).strip().splitlines()[0][:200]}") from None
-            from .encoder import tensor_sha256
-
-            enc = dict(meta.get("encoder_info") or {})
-            enc["tensors_sha256"] = tensor_sha256(self.model.encoder_in.haar_weights1, self.model.encoder_in.haar_weights2)
-            self.model.encoder_info = enc
-            self.trained = {k: meta.get(k) for k in ("schedule", "seed", "variant") if k in meta}
-            self.trained["iteration"] = obj.get("iteration")
-            self.trained["selected"] = obj.get("selected", "state")
-            kind = "bench_checkpoint" if obj["format"] == WEIGHTS_FORMAT else "bench_train_state"
-        else:
-            try:
-                sd, _ = read_state_dict(obj)
-            except ValueError as e:
-                raise BenchError(f"{path}: {e}") from None
-            if not any(k.startswith("operations.") for k in sd):
-                sample = ", ".join(list(sd)[:3]) or "<empty>"
-                raise BenchError(f"{path} is neither a checkpoint of ours nor an official-layout DSN state dict "
-                                 f"(first keys: {sample})")
-            try:
-                load_official_state_dict(self.model, sd)
-            except ValueError as e:
-                raise BenchError(f"{path}: {str(e).splitlines()[0]}") from None
-            self.model.encoder_info.update({"sha256": sha, "path": str(path.resolve())})
-            kind = "official_state_dict"
-        self.weights_info = {"weights_kind": kind, "weights_sha256": sha}
+        try:
+            sd, _ = read_state_dict(obj)
+        except ValueError as e:
+            raise BenchError(f"{path}: {e}") from None
+        if not any(k.startswith("operations.") for k in sd):
+            sample = ", ".join(list(sd)[:3]) or "<empty>"
+            raise BenchError(f"{path} is neither a checkpoint of ours nor an official-layout DSN state dict "
+                             f"(first keys: {sample})")
+        try:
+            load_official_state_dict(self.model, sd)
+        except ValueError as e:
+            raise BenchError(f"{path}: {str(e).splitlines()[0]}") from None
+        self.model.encoder_info.update({"sha256": sha256_file(path), "path": str(path.resolve())})
 
     def enhance(self, low: torch.Tensor) -> torch.Tensor:
+        # the raw network output, unclamped and left in the train/eval mode it is in: the harness clamps
         if self.model is None:
             raise RuntimeError("call setup() first")
         with torch.no_grad():
@@ -414,7 +375,7 @@ class DSNMethod(Method):
             **self.weights_info,
         }
         if self.trained:
-            out["trained"] = _jsonable(self.trained)
+            out["trained"] = jsonable(self.trained)
         configured = c.encoder_tensors.rsplit(":", 1)[-1] if c.encoder_tensors else None
         if self.weights_info.get("weights_kind") != "none" and configured and configured != info.get("tensors_sha256"):
             out["encoder_note"] = ("the weights file carries its own encoder tensors, which differ from the configured "
@@ -434,9 +395,7 @@ class DSNMethod(Method):
               progress: bool = True) -> Path:
         c = self.config
         device = self.device
-        seed_all(seed)
-        self.model = self.build_model().to(device)
-        model = self.model
+        model = self.fresh_model(seed)
         sampler = CropSampler(train_pairs, c.crop, c.batch, seed, use_high=True, augment=c.augment,
                               small=c.small_images, device=device, progress=progress)
         iterations, milestones = self.schedule(len(sampler))
@@ -460,7 +419,7 @@ class DSNMethod(Method):
 
         meta = {
             "method": self.name, "version": self.version, "structure": self.structure(), "variant": c.variant,
-            "encoder_info": _jsonable(model.encoder_info), "config": _jsonable(dataclasses.asdict(c)), "seed": int(seed),
+            "encoder_info": jsonable(model.encoder_info), "config": jsonable(dataclasses.asdict(c)), "seed": int(seed),
             "schedule": {"kind": c.schedule, "iterations": iterations, "milestones": list(milestones),
                          "n_train": len(sampler), "iterations_per_epoch": iterations_per_epoch(len(sampler), c.batch),
                          "description": self.schedule_description()},

@@ -124,6 +124,14 @@ def check_range(method: str, name: str, value: Any, lo: float, hi: float, *, lo_
         raise BenchError(f"{method}: option {name}={value!r} is out of range {bracket}{lo}, {hi}]")
 
 
+def check_betas(method: str, betas: Any) -> tuple[float, ...]:
+    """For ``Config.validate``: Adam's two betas, each in [0, 1); returns them as a tuple of floats."""
+    betas = tuple(float(b) for b in betas)
+    if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
+        raise BenchError(f"{method}: option betas={betas!r} must be two numbers in [0, 1)")
+    return betas
+
+
 def config_fields(config_cls: type) -> dict[str, dataclasses.Field]:
     return {f.name: f for f in dataclasses.fields(config_cls)}
 
