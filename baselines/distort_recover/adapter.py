@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from bench.errors import BenchError
+from bench.fsutil import jsonable
 from bench.methods.base import Method, TrainPair, check_range
 from bench.training import STATE_FORMAT, WEIGHTS_FORMAT, Trainer, TrainSettings, derive_seed, load_torch
 
@@ -319,7 +320,7 @@ class DistortRecover(Method):
         milestones = lr_milestones(c)
         schedule = (f"{c.max_steps} learning steps of {c.batch} transitions, Adam lr {c.lr:g} x{c.lr_decay:g} every "
                     f"{c.lr_decay_steps} steps ({len(milestones)} decays, floor {c.lr_min:g}), L2 {c.weight_decay:g}")
-        meta = {"method": self.name, "version": self.version, "config": _jsonable(dataclasses.asdict(c)),
+        meta = {"method": self.name, "version": self.version, "config": jsonable(dataclasses.asdict(c)),
                 "seed": int(seed), "schedule": schedule, "iterations": c.max_steps, "n_train": len(train_pairs),
                 "features": self.features.identity()}
         settings = TrainSettings(iterations=c.max_steps, lr=c.lr, betas=(0.9, 0.999), weight_decay=c.weight_decay,
@@ -341,15 +342,3 @@ def json_copy(d: Any) -> Any:
     import json
 
     return json.loads(json.dumps(d))
-
-
-def _jsonable(d: Mapping[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, (list, tuple)):
-            out[str(k)] = [x if isinstance(x, (str, int, float, bool, type(None))) else str(x) for x in v]
-        elif isinstance(v, (str, int, float, bool, type(None))):
-            out[str(k)] = v
-        else:
-            out[str(k)] = str(v)
-    return out

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from bench.errors import BenchError
+from bench.fsutil import jsonable
 from bench.methods.base import Method, TrainPair, check_range
 from bench.training import WEIGHTS_FORMAT, derive_seed, load_torch
 
@@ -272,7 +273,7 @@ class WhiteBox(Method):
                     f"steps each ({c.citers_init} critic steps for t < {c.critic_initialization} and every "
                     f"{c.citers_burst_every}); Adam betas {tuple(c.betas)}, lr {c.base_lr:g} x{c.lr_decay:g} per 1/"
                     f"{c.lr_segments} of training (actor x{c.generator_lr_mul:g}, value x{c.value_lr_mul:g})")
-        meta = {"method": self.name, "version": self.version, "config": _jsonable(dataclasses.asdict(c)),
+        meta = {"method": self.name, "version": self.version, "config": jsonable(dataclasses.asdict(c)),
                 "seed": int(seed), "schedule": schedule, "iterations": c.iterations + 1,
                 "n_inputs": len(input_pairs), "n_targets": len(target_pairs)}
         loop = WhiteBoxTraining(self.model, inputs, targets, c, c.rl(), Path(out_dir), seed, self.device, meta,
@@ -283,15 +284,3 @@ class WhiteBox(Method):
         self.model.eval()
         self.trained = {k: meta[k] for k in ("seed", "schedule", "iterations", "n_inputs", "n_targets")}
         return final
-
-
-def _jsonable(d: Mapping[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, (list, tuple)):
-            out[str(k)] = [x if isinstance(x, (str, int, float, bool, type(None))) else str(x) for x in v]
-        elif isinstance(v, (str, int, float, bool, type(None))):
-            out[str(k)] = v
-        else:
-            out[str(k)] = str(v)
-    return out
