@@ -163,10 +163,12 @@ def _metrics_table(rows: list[dict[str, Any]]) -> str:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from .run import RunSpec, execute
+    from .tiling import parse_tile_option
 
     spec = RunSpec(method=args.method, dataset=args.dataset, split=args.split, profile=args.profile, seed=args.seed,
                    overrides=_parse_sets(args.set), weights=args.weights, limit=args.limit, device=args.device,
-                   force=args.force, metrics=args.metrics, progress=not args.quiet)
+                   force=args.force, metrics=args.metrics, progress=not args.quiet,
+                   tile=parse_tile_option(args.tile, args.tile_overlap, args.max_pixels))
     result = execute(spec)
     print(f"run directory: {result.run_dir}" + ("  (complete run reused; --force to redo)" if result.reused else ""))
     print(_metrics_table(result.metrics))
@@ -174,12 +176,19 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from .distributed import init_from_env
     from .run import RunSpec, train_only
 
-    spec = RunSpec(method=args.method, dataset=args.dataset, profile=args.profile, seed=args.seed,
-                   overrides=_parse_sets(args.set), device=args.device, progress=not args.quiet)
-    ckpt, info = train_only(spec)
-    print(f"checkpoint: {ckpt}  (sha256 {info['sha256'][:16]}…, {info.get('state', 'trained')})")
+    dist = init_from_env(args.device)  # under torchrun: one process per GPU (nccl) or CPU process (gloo)
+    try:
+        spec = RunSpec(method=args.method, dataset=args.dataset, profile=args.profile, seed=args.seed,
+                       overrides=_parse_sets(args.set), device=args.device,
+                       progress=not args.quiet and dist.is_main())
+        ckpt, info = train_only(spec)
+        if dist.is_main():
+            print(f"checkpoint: {ckpt}  (sha256 {info['sha256'][:16]}…, {info.get('state', 'trained')})")
+    finally:
+        dist.close()
     return 0
 
 
@@ -269,6 +278,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     run.add_argument("--force", action="store_true", help="redo a complete run")
     run.add_argument("--metrics", nargs="+", help="metric names (default: psnr ssim)")
+    run.add_argument("--tile", default="auto", metavar="auto|off|N",
+                     help="memory policy: whole image, tiles only if it does not fit (auto); never tile (off); "
+                          "always N-pixel tiles (N)")
+    run.add_argument("--tile-overlap", type=int, default=None, metavar="PX",
+                     help="overlap of neighbouring tiles (default 96, or N/4 for --tile N)")
+    run.add_argument("--max-pixels", type=int, default=None, metavar="P",
+                     help="with --tile auto: tile (or use the CPU) for images above P pixels (default: no limit)")
     run.set_defaults(fn=cmd_run)
 
     tr = sub.add_parser("train", help="train a method on a dataset's train split (bench run does this when needed)",
@@ -298,6 +314,14 @@ def build_parser() -> argparse.ArgumentParser:
     perf.add_argument("--crop", type=int, default=180, help="dsn: training crop side")
     perf.add_argument("--runs", type=int, default=None, help="dsn: timed enhancement passes")
     perf.add_argument("--steps", type=int, default=None, help="dsn: timed training steps")
+    perf.add_argument("--sizes", help="dsn: comma-separated HxW sizes to time (default 200x300,400x600; CPU: tiny)")
+    perf.add_argument("--mem-sizes", help="dsn: two HxW sizes for the tiled-memory section (default 400x600,1200x1800)")
+    perf.add_argument("--tile", type=int, default=None, help="dsn: tile side of the memory section (default 384)")
+    perf.add_argument("--overlap", type=int, default=None, help="dsn: tile overlap of the memory section (default 96)")
+    perf.add_argument("--mem-blocks", type=int, default=None, help="dsn: invertible blocks of the memory-section model")
+    perf.add_argument("--gap-scale", type=float, default=None, help="dsn: random conv scale of the tiling-gap model")
+    perf.add_argument("--weights", help="dsn: a checkpoint of ours for the tiled-vs-whole gap (default: random)")
+    perf.add_argument("--channels-last", action="store_true", help="dsn: include channels_last in 'ours'")
     perf.set_defaults(fn=cmd_perf)
 
     from .report import register as register_report

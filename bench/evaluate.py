@@ -22,7 +22,7 @@ from .fsutil import read_yaml, sha256_file, write_text, write_yaml
 from .imageio import read_rgb
 from .metrics import METRICS, Metric, get_metric
 
-BASE_COLUMNS = ["id", "height", "width", "runtime_ms", "device", "output_sha256", "gt_sha256"]
+BASE_COLUMNS = ["id", "height", "width", "runtime_ms", "device", "tiled", "fallback", "output_sha256", "gt_sha256"]
 SUMMARY_COLUMNS = ["metric", "mean", "std", "stderr", "n", "higher_is_better", "metric_version"]
 
 
@@ -102,6 +102,7 @@ def evaluate_run(run_dir: Path, metrics: list[Metric], m: Manifest, pairs: list[
         row: dict[str, Any] = {
             "id": p.id, "height": t.get("height", old.get("height")), "width": t.get("width", old.get("width")),
             "runtime_ms": t.get("runtime_ms", old.get("runtime_ms", "")), "device": t.get("device", old.get("device", "")),
+            "tiled": t.get("tiled", old.get("tiled", "")), "fallback": t.get("fallback", old.get("fallback", "")),
             "output_sha256": t.get("output_sha256") or old.get("output_sha256") or sha256_file(outputs / f"{p.id}.png"),
             "gt_sha256": p.high_sha256 or "",
         }

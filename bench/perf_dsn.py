@@ -1,20 +1,53 @@
-"""``bench perf dsn``: DSN's cost on this machine, measured the way protocol.md §5 asks.
+"""``bench perf dsn``: DSN's cost on this machine, measured the way protocol.md §5 asks, in one run.
 
-Enhancement: batch 1, fp32, whole image, ≥10 warm-up passes, then the median and IQR of timed passes
-with CUDA synchronisation around each. Training: the paper's step (batch 2 of 180² crops, the
-enhancement and degradation passes, sum-reduced L2 both ways, Adam, grad-norm clip 10), from which
-the paper schedules' wall time is projected. Where the device is CUDA, plain fp32 is measured side by
-side with TF32 convolutions, and the ratio printed. Results go to ``results/perf/dsn_<device>.{json,md}``.
+Sections (all on the same device, in one process):
+
+1. **Convolution throughput** of this machine: DSN's dominant layer shapes (3×3, 64→128 and 128→64,
+   stride 1, batch 1) at each timed resolution, timed exactly like the enhancement -> TFLOP/s. The best
+   of NCHW and channels_last is the reference ("measured fp32 convolution throughput").
+2. **Enhancement** at each size (default 200×300 and 400×600 on CUDA): the same module through
+   - ``eager``: a plain ``torch.no_grad()`` forward, default flags (cudnn.benchmark off, NCHW);
+   - ``inference_mode``; ``+cudnn.benchmark``; ``+channels_last`` (model and input);
+   - ``ours``: the path ``bench run`` uses (``torch.inference_mode`` + cudnn.benchmark on CUDA;
+     channels_last only if ``--channels-last``), i.e. what is recommended for bench/run.py.
+   Reported: median and IQR, FLOP/s (FLOPs = 2 × MACs, MACs counted by ``macs_per_pixel``), the
+   ratio to the measured convolution throughput, and each path's speed-up over ``eager``.
+3. **Training step** at batch 2 of crop² (both directions, sum-reduced L2, Adam, clip 10) and the
+   paper schedules' projected wall time.
+4. **Tiled inference memory**: the same tile at two image sizes (default 400×600 and 1200×1800, tile
+   384 so that both images cut into full 384² tiles; ``bench run``'s default tile is 512): peak
+   memory of the tiled path and of the whole image (CUDA: ``max_memory_allocated``; CPU: live tensor
+   bytes, :class:`bench.tiling.TensorMemoryMeter`), and PSNR(tiled, whole) of the 8-bit outputs where
+   both fit, with the bound it implies on |ΔPSNR| against any reference.
+
+Precision: every "fp32" number here has TF32 convolutions **off** (PyTorch's default for cuDNN convs is
+TF32 on, which silently made earlier "fp32" CUDA numbers TF32); TF32 is measured apart, and flagged.
+
+Weights: random (the timings do not depend on them). The tiled-vs-whole gap uses fan-in-scaled random
+convolutions (``--gap-scale``, 0.45 for 8 blocks: the output is ~15 dB from D(E(x)), so the network
+really mixes pixels) unless ``--weights FILE`` gives a checkpoint of ``ours``.
+
+CPU defaults are tiny, a tenth of the CUDA sizes (so ``bench perf dsn --device cpu`` takes about a
+minute on 2 idle cores): 20×30 and 40×60, crops of 24, and for the memory section tile 40 (overlap 16)
+over 40×60 and 120×180 with a 1-block model (inference peak memory is per block: blocks run one after
+another) whose convolutions are fan-in scaled by 0.8; the CPU's tiled timings include the memory
+meter's per-op overhead. On a loaded machine CPU timings are noise (two OpenMP threads competing for
+two busy cores slow convolutions down 10-50x); run it on idle cores. Results:
+``results/perf/dsn_<device>.{json,md}``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import math
 import statistics
 import time
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import torch
+import torch.nn.functional as F
 
+from .amp import conv_tf32, set_conv_tf32
 from .fsutil import write_json, write_text
 from .paths import results_root
 from .provenance import device_info
@@ -22,6 +55,14 @@ from .provenance import device_info
 # multiply-accumulates per pixel of one enhancement pass (dsn_reference.md §1.6)
 MAC_PER_PIXEL = 11_578_752
 PAPER_ITERATIONS = {"lol (250 epochs x 200 it)": 50_000, "fivek (200 epochs x 2250 it)": 450_000}
+CLI_DEFAULT_SIZE = "400x600"
+
+DEFAULTS = {
+    "cuda": {"sizes": [(200, 300), (400, 600)], "mem_sizes": [(400, 600), (1200, 1800)], "tile": 384,
+             "overlap": 96, "crop": 180, "warmup": 10, "runs": 50, "steps": 30, "mem_blocks": 8, "gap_scale": 0.45},
+    "cpu": {"sizes": [(20, 30), (40, 60)], "mem_sizes": [(40, 60), (120, 180)], "tile": 40,
+            "overlap": 16, "crop": 24, "warmup": 2, "runs": 7, "steps": 3, "mem_blocks": 1, "gap_scale": 0.8},
+}
 
 
 def _sync(device: torch.device) -> None:
@@ -29,7 +70,7 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _timed(fn, device: torch.device, warmup: int, runs: int) -> list[float]:
+def _timed(fn: Callable[[], Any], device: torch.device, warmup: int, runs: int) -> list[float]:
     for _ in range(warmup):
         fn()
     _sync(device)
@@ -43,81 +84,415 @@ def _timed(fn, device: torch.device, warmup: int, runs: int) -> list[float]:
     return times
 
 
+def _timed_interleaved(fns: dict[str, Callable[[], Any]], device: torch.device, warmup: int,
+                       runs: int) -> dict[str, list[float]]:
+    """Time several variants round-robin (the start rotating each round), so a change in machine load
+    hits all of them alike; each call is synchronised and timed on its own."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    _sync(device)
+    names = list(fns)
+    times: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(runs):
+        for n in names[r % len(names):] + names[:r % len(names)]:
+            _sync(device)
+            t0 = time.perf_counter()
+            fns[n]()
+            _sync(device)
+            times[n].append(time.perf_counter() - t0)
+    return times
+
+
 def _stats(times: list[float]) -> dict[str, float]:
     q = statistics.quantiles(times, n=4) if len(times) >= 4 else [min(times), statistics.median(times), max(times)]
     return {"median_s": statistics.median(times), "iqr_s": q[2] - q[0], "runs": len(times)}
 
 
-def measure(device: torch.device, height: int, width: int, warmup: int, runs: int, train_steps: int,
-            crop: int = 180) -> dict[str, Any]:
+@contextlib.contextmanager
+def _flags(benchmark: bool | None = None, tf32: bool | None = None) -> Iterator[None]:
+    """Temporarily set cudnn.benchmark / conv TF32, restoring both."""
+    old_b, old_t = torch.backends.cudnn.benchmark, conv_tf32()
+    try:
+        if benchmark is not None:
+            torch.backends.cudnn.benchmark = benchmark
+        if tf32 is not None:
+            set_conv_tf32(tf32)
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = old_b
+        set_conv_tf32(old_t)
+
+
+def _random_model(device: torch.device, n_blocks: int = 8, std: float | None = 0.01, fan_in_scale: float | None = None):
+    """A DSN with every trainable tensor random (timings), or every conv fan-in scaled (the tiling gap)."""
     from .dsn.model import DSN
 
     torch.manual_seed(0)
-    model = DSN().to(device)
-    for p in model.parameters():  # non-zero tails: time a network that does real work
-        if p.requires_grad:
-            p.data.normal_(0, 0.01)
-    x = torch.rand(1, 3, height, width, device=device)
-    model.eval()
+    model = DSN(n_blocks=n_blocks)
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p in model.parameters():
+            if not p.requires_grad:
+                continue
+            if fan_in_scale is not None:
+                if p.ndim == 4:
+                    p.copy_(torch.randn(p.shape, generator=g) * fan_in_scale * p[0].numel() ** -0.5)
+            else:
+                p.copy_(torch.randn(p.shape, generator=g) * std)
+    return model.to(device).eval()
 
-    def infer():
-        with torch.no_grad():
-            model.enhance(x)
 
-    result: dict[str, Any] = {"size": f"{width}x{height}", **device_info(device)}
-    result["enhance_fp32"] = _stats(_timed(infer, device, warmup, runs))
-    tmac = MAC_PER_PIXEL * height * width / 1e12
-    result["enhance_tmac"] = tmac
-    result["enhance_fp32"]["tflops"] = 2 * tmac / result["enhance_fp32"]["median_s"]
+# ------------------------------------------------------------------------------------------------
+# 1. convolution throughput
+# ------------------------------------------------------------------------------------------------
+def measure_conv_peak(device: torch.device, h: int, w: int, warmup: int, runs: int) -> dict[str, Any]:
+    import copy
 
+    torch.manual_seed(0)
+    c1 = torch.nn.Conv2d(64, 128, 3, padding=1).to(device)
+    c2 = torch.nn.Conv2d(128, 64, 3, padding=1).to(device)
+    macs = h * w * (64 * 128 * 9) * 2
+    out: dict[str, Any] = {"shapes": "3x3 64->128 then 128->64, stride 1, batch 1", "gmac": macs / 1e9}
+    fns: dict[str, Callable[[], Any]] = {}
+    for layout in ("nchw", "channels_last"):
+        fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+        a, b = copy.deepcopy(c1).to(memory_format=fmt), copy.deepcopy(c2).to(memory_format=fmt)
+        x = torch.rand(1, 64, h, w, device=device).contiguous(memory_format=fmt)
+        for tf32 in ([False, True] if device.type == "cuda" else [False]):
+            def run(a=a, b=b, x=x, tf32=tf32) -> None:
+                with _flags(benchmark=True, tf32=tf32), torch.inference_mode():
+                    b(a(x))
+
+            fns[layout + ("_tf32" if tf32 else "")] = run
+    for name, t in _timed_interleaved(fns, device, warmup, runs).items():
+        out[name] = {**_stats(t), "tflops": 2 * macs / statistics.median(t) / 1e12}
+    out["tflops"] = max(out["nchw"]["tflops"], out["channels_last"]["tflops"])
+    out["best_layout"] = "nchw" if out["nchw"]["tflops"] >= out["channels_last"]["tflops"] else "channels_last"
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# 2. enhancement: eager vs our inference path
+# ------------------------------------------------------------------------------------------------
+def inference_paths(device: torch.device, channels_last: bool = False) -> dict[str, dict[str, Any]]:
+    """The compared paths: grad mode, cudnn.benchmark, memory format."""
+    cuda = device.type == "cuda"
+    paths = {
+        "eager": {"grad": "no_grad", "benchmark": False, "channels_last": False},
+        "inference_mode": {"grad": "inference_mode", "benchmark": False, "channels_last": False},
+        "channels_last": {"grad": "inference_mode", "benchmark": cuda, "channels_last": True},
+        "ours": {"grad": "inference_mode", "benchmark": cuda, "channels_last": channels_last},
+    }
+    if cuda:
+        paths["benchmark"] = {"grad": "inference_mode", "benchmark": True, "channels_last": False}
+    return paths
+
+
+def measure_enhance(model: torch.nn.Module, device: torch.device, h: int, w: int, warmup: int, runs: int,
+                    macs_per_pixel: int, conv_tflops: float, channels_last: bool = False) -> dict[str, Any]:
+    import copy
+
+    x = torch.rand(1, 3, h, w, device=device)
+    flops = 2 * macs_per_pixel * h * w
+    res: dict[str, Any] = {"size": f"{h}x{w}", "gflop": flops / 1e9}
+    models = {False: model, True: copy.deepcopy(model).to(memory_format=torch.channels_last)}
+    paths = inference_paths(device, channels_last)
+    fns: dict[str, Callable[[], torch.Tensor]] = {}
+    for name, p in paths.items():
+        m = models[p["channels_last"]]
+        xi = x.contiguous(memory_format=torch.channels_last) if p["channels_last"] else x
+        grad = torch.inference_mode if p["grad"] == "inference_mode" else torch.no_grad
+
+        def run(m=m, xi=xi, grad=grad, bench=p["benchmark"]) -> torch.Tensor:
+            with _flags(benchmark=bench, tf32=False), grad():
+                return m.enhance(xi)
+
+        fns[name] = run
+    times = _timed_interleaved(fns, device, warmup, runs)
+    ref = fns["eager"]().float()
+    for name, p in paths.items():
+        s = _stats(times[name])
+        s["tflops"] = flops / s["median_s"] / 1e12
+        s["of_conv_peak"] = s["tflops"] / conv_tflops if conv_tflops else float("nan")
+        s["max_abs_diff_vs_eager"] = float((fns[name]().float() - ref).abs().max())
+        s.update(p)
+        res[name] = s
+    for name in paths:
+        res[name]["speedup_vs_eager"] = res["eager"]["median_s"] / res[name]["median_s"]
+    if device.type == "cuda":
+        def run_tf32() -> None:
+            with torch.inference_mode():
+                model.enhance(x)
+
+        with _flags(benchmark=True, tf32=True):
+            s = _stats(_timed(run_tf32, device, warmup, runs))
+        s["tflops"] = flops / s["median_s"] / 1e12
+        s["speedup_vs_ours"] = res["ours"]["median_s"] / s["median_s"]
+        res["tf32_not_protocol"] = s
+    return res
+
+
+# ------------------------------------------------------------------------------------------------
+# 3. training step
+# ------------------------------------------------------------------------------------------------
+def measure_train(model: torch.nn.Module, device: torch.device, crop: int, warmup: int, steps: int) -> dict[str, Any]:
     model.train()
-    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=2e-4, weight_decay=1e-5)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=2e-4, weight_decay=1e-5)
     low = torch.rand(2, 3, crop, crop, device=device)
     high = torch.rand(2, 3, crop, crop, device=device)
 
-    def step():
+    def step() -> None:
         opt.zero_grad(set_to_none=True)
         fwd = ((model.enhance(low) - high) ** 2).sum(dim=(1, 2, 3)).mean()
         bwd = ((model.degrade(high) - low) ** 2).sum(dim=(1, 2, 3)).mean()
         (fwd + bwd).backward()
-        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 10.0)
+        torch.nn.utils.clip_grad_norm_(params, 10.0)
         opt.step()
 
-    result["train_step_fp32"] = _stats(_timed(step, device, max(2, warmup // 2), train_steps))
+    res: dict[str, Any] = {"crop": crop, "batch": 2}
+    with _flags(benchmark=device.type == "cuda", tf32=False):
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        res["fp32"] = _stats(_timed(step, device, warmup, steps))
+        if device.type == "cuda":
+            res["fp32"]["peak_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
     if device.type == "cuda":
-        torch.backends.cudnn.allow_tf32 = True
-        result["enhance_tf32"] = _stats(_timed(infer, device, warmup, runs))
-        result["train_step_tf32"] = _stats(_timed(step, device, max(2, warmup // 2), train_steps))
-        result["tf32_speedup_enhance"] = result["enhance_fp32"]["median_s"] / result["enhance_tf32"]["median_s"]
-        result["tf32_speedup_train"] = result["train_step_fp32"]["median_s"] / result["train_step_tf32"]["median_s"]
-        torch.backends.cudnn.allow_tf32 = False
-        result["peak_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
-    step_s = result["train_step_fp32"]["median_s"]
-    result["projected_training_hours_fp32"] = {k: n * step_s / 3600 for k, n in PAPER_ITERATIONS.items()}
-    return result
+        with _flags(benchmark=True, tf32=True):
+            res["tf32_not_protocol"] = _stats(_timed(step, device, warmup, steps))
+        res["tf32_speedup"] = res["fp32"]["median_s"] / res["tf32_not_protocol"]["median_s"]
+    model.eval()
+    step_s = res["fp32"]["median_s"]
+    res["projected_training_hours_fp32"] = {k: n * step_s / 3600 for k, n in PAPER_ITERATIONS.items()}
+    return res
+
+
+# ------------------------------------------------------------------------------------------------
+# 4. tiled inference memory and the tiled-vs-whole gap
+# ------------------------------------------------------------------------------------------------
+def _peak(device: torch.device, fn: Callable[[], torch.Tensor]) -> tuple[torch.Tensor, int]:
+    from .tiling import TensorMemoryMeter
+
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        _sync(device)
+        base = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        y = fn()
+        _sync(device)
+        return y, torch.cuda.max_memory_allocated(device) - base
+    with TensorMemoryMeter() as meter:
+        y = fn()
+    return y, meter.peak
+
+
+def psnr_bound(q_db: float, p_db: float = 30.0) -> float:
+    """Largest |ΔPSNR| that outputs Q dB apart can show against any reference scored P dB by one of them:
+    20·log10(1 + 10^((P − Q)/20)) (triangle inequality on the RMSE)."""
+    if math.isinf(q_db):
+        return 0.0
+    return 20 * math.log10(1 + 10 ** ((p_db - q_db) / 20))
+
+
+def measure_tiling(device: torch.device, sizes: list[tuple[int, int]], tile: int, overlap: int, n_blocks: int,
+                   gap_scale: float, weights: str | None = None, global_passes: int = 1) -> dict[str, Any]:
+    import numpy as np
+
+    from .imageio import quantize
+    from .tiling import enhance_tiled, global_pool_modules
+
+    if weights:
+        from pathlib import Path
+
+        from .dsn.adapter import DSNMethod
+        from .methods.base import build_config
+
+        method = DSNMethod(build_config(DSNMethod, "paper", {}, ""))
+        method.setup(device, Path(weights))
+        model, source = method.model, f"checkpoint {weights}"
+    else:
+        model = _random_model(device, n_blocks=n_blocks, fan_in_scale=gap_scale)
+        source = f"random, conv weights N(0, ({gap_scale}/sqrt(fan_in))^2), n_blocks={n_blocks}"
+    pools = global_pool_modules(model)
+    res: dict[str, Any] = {"tile": tile, "overlap": overlap, "global_passes": global_passes, "model": source,
+                           "n_blocks": model.n_blocks, "sizes": []}
+    with _flags(benchmark=device.type == "cuda", tf32=False), torch.inference_mode():
+        for h, w in sizes:
+            g = torch.Generator().manual_seed(h * 10007 + w)
+            x = (F.avg_pool2d(torch.rand(1, 3, h + 4, w + 4, generator=g), 5, 1) * 0.4).to(device)
+            row: dict[str, Any] = {"size": f"{h}x{w}", "pixels": h * w}
+            t0 = time.perf_counter()
+            yt, peak_t = _peak(device, lambda: enhance_tiled(model.enhance, x, tile, overlap, global_pools=pools,
+                                                              global_passes=global_passes))
+            _sync(device)
+            row["tiled_s"] = time.perf_counter() - t0
+            row["tiled_peak_mib"] = peak_t / 2**20
+            th, tw = min(tile, h), min(tile, w)
+            row["tile_shape"] = f"{th}x{tw}"
+            row["tiled_peak_bytes_per_tile_pixel"] = (peak_t - x.numel() * 4) / (th * tw)
+            row["output_buffer_mib"] = x.numel() * 4 / 2**20
+            try:
+                t0 = time.perf_counter()
+                yw, peak_w = _peak(device, lambda: model.enhance(x))
+                _sync(device)
+                row["whole_s"] = time.perf_counter() - t0
+                row["whole_peak_mib"] = peak_w / 2**20
+            except torch.OutOfMemoryError:
+                row["whole_peak_mib"] = None
+                yw = None
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
+            if yw is not None:
+                qt, qw = quantize(yt), quantize(yw)
+                mse = float(np.mean((qt.astype(np.float64) - qw.astype(np.float64)) ** 2))
+                fmse = float(((yt - yw) ** 2).mean())
+                row["psnr_tiled_vs_whole_8bit_db"] = float("inf") if mse == 0 else 10 * math.log10(255**2 / mse)
+                row["psnr_tiled_vs_whole_float_db"] = float("inf") if fmse == 0 else 10 * math.log10(1 / fmse)
+                row["pixels_differing_8bit"] = int((qt != qw).any(axis=2).sum())
+                row["max_abs_diff_float"] = float((yt - yw).abs().max())
+                row["delta_psnr_bound_db_at_30db"] = psnr_bound(row["psnr_tiled_vs_whole_float_db"])
+                row["whole_vs_DE_psnr_db"] = _psnr_float(yw, model.reconstruct(x))
+            res["sizes"].append(row)
+            del yt
+    return res
+
+
+def _psnr_float(a: torch.Tensor, b: torch.Tensor) -> float:
+    mse = float(((a.clamp(0, 1) - b.clamp(0, 1)) ** 2).mean())
+    return float("inf") if mse == 0 else 10 * math.log10(1 / mse)
+
+
+# ------------------------------------------------------------------------------------------------
+# the command
+# ------------------------------------------------------------------------------------------------
+def _parse_sizes(text: str | None) -> list[tuple[int, int]] | None:
+    if not text:
+        return None
+    out = []
+    for part in str(text).split(","):
+        h, w = (int(v) for v in part.strip().lower().split("x"))
+        out.append((h, w))
+    return out
+
+
+def measure_all(device: torch.device, cfg: dict[str, Any], channels_last: bool = False,
+                weights: str | None = None, progress: Callable[[str], None] = print) -> dict[str, Any]:
+    from .dsn.model import macs_per_pixel
+
+    res: dict[str, Any] = {**device_info(device), "torch": torch.__version__,
+                           "pytorch_default_conv_tf32": conv_tf32(), "config": {k: v for k, v in cfg.items()}}
+    model = _random_model(device)
+    mpp = macs_per_pixel(model)
+    res["macs_per_pixel"] = mpp
+    res["conv_peak"], res["enhance"] = {}, {}
+    for h, w in cfg["sizes"]:
+        progress(f"conv throughput at {h}x{w}")
+        res["conv_peak"][f"{h}x{w}"] = cp = measure_conv_peak(device, h, w, cfg["warmup"], cfg["runs"])
+        progress(f"enhancement paths at {h}x{w}")
+        res["enhance"][f"{h}x{w}"] = measure_enhance(model, device, h, w, cfg["warmup"], cfg["runs"], mpp,
+                                                     cp["tflops"], channels_last)
+    progress(f"training step at 2x{cfg['crop']}^2")
+    res["train_step"] = measure_train(model, device, cfg["crop"], max(1, cfg["warmup"] // 2), cfg["steps"])
+    del model
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    progress(f"tiled memory at {cfg['mem_sizes']} with tile {cfg['tile']}")
+    res["tiling"] = measure_tiling(device, cfg["mem_sizes"], cfg["tile"], cfg["overlap"], cfg["mem_blocks"],
+                                   cfg["gap_scale"], weights)
+    return res
+
+
+def report_lines(res: dict[str, Any]) -> list[str]:
+    dev = res.get("gpu") or f"CPU {res['cpu']}, {res['torch_threads']} threads"
+    lines = [f"# bench perf dsn ({dev})", "",
+             f"torch {res['torch']}; fp32 = TF32 convolutions off (PyTorch's default for cuDNN convs is TF32 "
+             f"{'on' if res['pytorch_default_conv_tf32'] else 'off'}); MACs/pixel {res['macs_per_pixel']:,}; "
+             "FLOPs = 2 x MACs.", ""]
+    lines += ["## Convolution throughput (3x3 64->128 + 128->64, batch 1, fp32)", "",
+              "| size | NCHW TFLOP/s | channels_last TFLOP/s | reference |", "|---|---|---|---|"]
+    for size, cp in res["conv_peak"].items():
+        lines.append(f"| {size} | {cp['nchw']['tflops']:.3g} | {cp['channels_last']['tflops']:.3g} | "
+                     f"{cp['tflops']:.3g} ({cp['best_layout']}) |")
+    lines += ["", "## Enhancement: plain eager forward vs our inference path (fp32, batch 1)", "",
+              "| size | path | median ms | IQR ms | TFLOP/s | of conv peak | speed-up vs eager | max abs diff |",
+              "|---|---|---|---|---|---|---|---|"]
+    for size, e in res["enhance"].items():
+        for name, s in e.items():
+            if not isinstance(s, dict) or "median_s" not in s or name == "tf32_not_protocol":
+                continue
+            lines.append(f"| {size} | {name} | {s['median_s'] * 1e3:.1f} | {s['iqr_s'] * 1e3:.1f} | "
+                         f"{s['tflops']:.3g} | {s['of_conv_peak'] * 100:.0f}% | {s['speedup_vs_eager']:.2f}x | "
+                         f"{s['max_abs_diff_vs_eager']:.1e} |")
+        if "tf32_not_protocol" in e:
+            t = e["tf32_not_protocol"]
+            lines.append(f"| {size} | TF32 (not protocol) | {t['median_s'] * 1e3:.1f} | {t['iqr_s'] * 1e3:.1f} | "
+                         f"{t['tflops']:.3g} | | {t['speedup_vs_ours']:.2f}x vs ours | |")
+    ours = {k: v["ours"] for k, v in res["enhance"].items()}
+    ours_path = res["enhance"][next(iter(res["enhance"]))]["ours"]
+    lines += ["", f"ours = {ours_path['grad']}, cudnn.benchmark {'on' if ours_path['benchmark'] else 'off'}, "
+              f"channels_last {'on' if ours_path['channels_last'] else 'off'}; "
+              + "; ".join(f"{size}: {s['of_conv_peak'] * 100:.0f}% of the conv peak (target 90%), "
+                          f"{s['speedup_vs_eager']:.2f}x eager" for size, s in ours.items())]
+    tr = res["train_step"]
+    lines += ["", "## Training step", "",
+              f"batch 2 of {tr['crop']}² crops, both directions, Adam + clip, fp32: median "
+              f"{tr['fp32']['median_s'] * 1e3:.1f} ms (IQR {tr['fp32']['iqr_s'] * 1e3:.1f} ms, "
+              f"{tr['fp32']['runs']} runs)"
+              + (f", peak {tr['fp32']['peak_memory_gib']:.1f} GiB" if "peak_memory_gib" in tr["fp32"] else "")]
+    if "tf32_speedup" in tr:
+        lines.append(f"TF32 (not protocol): {tr['tf32_speedup']:.2f}x the fp32 step")
+    lines += [f"projected paper schedule, fp32: {k}: {v:.1f} h" for k, v in tr["projected_training_hours_fp32"].items()]
+    ti = res["tiling"]
+    meter = "torch.cuda.max_memory_allocated" if res["device"].startswith("cuda") else "live CPU tensor bytes"
+    lines += ["", f"## Tiled inference (tile {ti['tile']}, overlap {ti['overlap']}, {ti['global_passes']} "
+              f"global-statistics pass; model: {ti['model']})", "",
+              f"peak = {meter} during the call, inputs and weights excluded"
+              + ("; tiled timings include the meter's per-op overhead" if not res["device"].startswith("cuda") else ""),
+              "",
+              "| size | tiled peak MiB | of which output buffer | bytes per tile pixel | whole peak MiB | tiled s | "
+              "whole s | PSNR(tiled, whole) 8-bit | float | pixels differing | |ΔPSNR| bound at 30 dB | "
+              "whole vs D(E(x)) |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in ti["sizes"]:
+        wp = "OOM" if r.get("whole_peak_mib") is None else f"{r['whole_peak_mib']:.1f}"
+        lines.append(f"| {r['size']} | {r['tiled_peak_mib']:.1f} | {r['output_buffer_mib']:.1f} | "
+                     f"{r['tiled_peak_bytes_per_tile_pixel']:.0f} ({r['tile_shape']} tiles) | {wp} | "
+                     f"{r['tiled_s']:.2f} | {r.get('whole_s', float('nan')):.2f} | "
+                     f"{r.get('psnr_tiled_vs_whole_8bit_db', float('nan')):.1f} dB | "
+                     f"{r.get('psnr_tiled_vs_whole_float_db', float('nan')):.1f} dB | "
+                     f"{r.get('pixels_differing_8bit', '')} | "
+                     f"{r.get('delta_psnr_bound_db_at_30db', float('nan')):.2g} dB | "
+                     f"{r.get('whole_vs_DE_psnr_db', float('nan')):.1f} dB |")
+    return lines
 
 
 def run_perf_dsn(args) -> int:
     device = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # as the official training script
-    h, w = (int(v) for v in args.size.lower().split("x"))
-    cpu = device.type == "cpu"
-    res = measure(device, h, w, warmup=1 if cpu else 10, runs=args.runs or (2 if cpu else 50),
-                  train_steps=args.steps or (2 if cpu else 30), crop=args.crop)
+    cfg = dict(DEFAULTS["cuda" if device.type == "cuda" else "cpu"])
+    sizes = _parse_sizes(getattr(args, "sizes", None))
+    if sizes is None and getattr(args, "size", CLI_DEFAULT_SIZE) not in (None, CLI_DEFAULT_SIZE):
+        sizes = _parse_sizes(args.size)
+    if sizes:
+        cfg["sizes"] = sizes
+    if _parse_sizes(getattr(args, "mem_sizes", None)):
+        cfg["mem_sizes"] = _parse_sizes(args.mem_sizes)
+    for key in ("tile", "overlap", "mem_blocks", "gap_scale"):
+        if getattr(args, key, None) is not None:
+            cfg[key] = getattr(args, key)
+    if getattr(args, "crop", 180) != 180 or device.type == "cuda":
+        cfg["crop"] = args.crop
+    if getattr(args, "runs", None):
+        cfg["runs"] = args.runs
+    if getattr(args, "steps", None):
+        cfg["steps"] = args.steps
+    res = measure_all(device, cfg, channels_last=bool(getattr(args, "channels_last", False)),
+                      weights=getattr(args, "weights", None),
+                      progress=lambda s: print(f"[perf dsn] {s}", flush=True))
     out = results_root() / "perf"
     tag = "cuda" if device.type == "cuda" else "cpu"
     write_json(out / f"dsn_{tag}.json", res)
-    lines = [f"# bench perf dsn ({res.get('gpu', res['cpu'])})", "",
-             f"enhancement {res['size']} fp32: median {res['enhance_fp32']['median_s'] * 1000:.1f} ms "
-             f"(IQR {res['enhance_fp32']['iqr_s'] * 1000:.1f} ms, {res['enhance_fp32']['runs']} runs), "
-             f"{res['enhance_tmac']:.2f} TMAC, {res['enhance_fp32']['tflops']:.1f} TFLOP/s",
-             f"training step (batch 2, {args.crop}² crops, both directions) fp32: median "
-             f"{res['train_step_fp32']['median_s'] * 1000:.1f} ms"]
-    if "enhance_tf32" in res:
-        lines += [f"TF32 vs fp32 (same run): enhancement {res['tf32_speedup_enhance']:.2f}x, "
-                  f"training {res['tf32_speedup_train']:.2f}x; peak memory {res['peak_memory_gib']:.1f} GiB"]
-    lines += [f"projected paper schedule, fp32: {k}: {v:.1f} h" for k, v in res["projected_training_hours_fp32"].items()]
+    lines = report_lines(res)
     write_text(out / f"dsn_{tag}.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0

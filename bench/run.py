@@ -32,6 +32,7 @@ from .metrics import resolve_metrics
 from .paths import results_root
 from .provenance import environment, now
 from .registry import canonical, load_method_class
+from .tiling import TilePolicy, enhance_with_policy
 
 log = logging.getLogger("bench.run")
 
@@ -50,6 +51,7 @@ class RunSpec:
     force: bool = False
     metrics: list[str] | None = None
     progress: bool = True
+    tile: TilePolicy = field(default_factory=TilePolicy)   # --tile auto|off|N, --tile-overlap, --max-pixels
 
 
 def resolve_device(name: str) -> torch.device:
@@ -129,14 +131,21 @@ def ensure_weights(cls: type[Method], method: Method, spec: RunSpec, m: Manifest
     train_dir = train_dir_for(cls, method.config, m, spec.seed, spec.profile)
     ckpt_record = train_dir / "DONE"
     if not ckpt_record.exists():
-        check_writable(train_dir)
-        write_yaml(train_dir / "config.yaml", identity)
+        from .distributed import current
+
+        dist = current()                     # several processes under torchrun: rank 0 writes
+        if dist.is_main():
+            check_writable(train_dir)
+            write_yaml(train_dir / "config.yaml", identity)
+        dist.barrier()
         log.info("training %s on %s (%s profile) into %s", cls.name, m.name, spec.profile, train_dir)
         seed_everything(spec.seed)
         method.setup(device, None)
         verify_or_fail(m, m.split("train"), spec.progress)
         ckpt = method.train(_train_pairs(m, "train"), _train_pairs(m, "val"), train_dir, spec.seed, spec.progress)
-        write_json(train_dir / "DONE", {"checkpoint": ckpt.name, "sha256": sha256_file(ckpt), "finished": now()})
+        if dist.is_main():
+            write_json(train_dir / "DONE", {"checkpoint": ckpt.name, "sha256": sha256_file(ckpt), "finished": now()})
+        dist.barrier()
     done = _read_json(ckpt_record)
     ckpt = train_dir / done["checkpoint"]
     if sha256_file(ckpt) != done["sha256"]:
@@ -180,9 +189,10 @@ def _pad(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, int, int]:
     return x, h, w
 
 
-def enhance_one(method: Method, low: np.ndarray, device: torch.device,
-                reference: np.ndarray | None = None) -> tuple[np.ndarray, float]:
-    """The harness side of the adapter contract: pad, call, check, crop, quantise; time the call."""
+def enhance_one(method: Method, low: np.ndarray, device: torch.device, reference: np.ndarray | None = None,
+                policy: TilePolicy | None = None) -> tuple[np.ndarray, float, dict[str, Any]]:
+    """The harness side of the adapter contract: pad, call (under the memory policy, in inference mode),
+    check, crop, quantise; time the call. Returns the image, the milliseconds and the policy's record."""
     x, h, w = _pad(to_tensor(low).to(device), method.pad_multiple)
     kwargs = {}
     if method.needs_reference_at_test:
@@ -193,8 +203,7 @@ def enhance_one(method: Method, low: np.ndarray, device: torch.device,
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     t0 = time.perf_counter()
-    with torch.no_grad():
-        y = method.enhance(x, **kwargs)
+    y, info = enhance_with_policy(method, x, policy, **kwargs)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     elapsed = (time.perf_counter() - t0) * 1000.0
@@ -202,10 +211,10 @@ def enhance_one(method: Method, low: np.ndarray, device: torch.device,
         raise RuntimeError(f"{method.name}.enhance returned shape {getattr(y, 'shape', None)}, expected {tuple(x.shape)}")
     if not torch.isfinite(y).all():
         raise RuntimeError(f"{method.name}.enhance returned non-finite values")
-    return quantize(y[..., :h, :w]), elapsed
+    return quantize(y[..., :h, :w]), elapsed, info
 
 
-_ENHANCE_FIELDS = ["id", "height", "width", "runtime_ms", "device", "output_sha256"]
+_ENHANCE_FIELDS = ["id", "height", "width", "runtime_ms", "device", "tiled", "fallback", "output_sha256"]
 
 
 def _done_ids(path: Path, outputs: Path) -> dict[str, dict[str, str]]:
@@ -219,7 +228,7 @@ def _done_ids(path: Path, outputs: Path) -> dict[str, dict[str, str]]:
 
 
 def enhance_stage(method: Method, m: Manifest, pairs: list[Pair], run_dir: Path, device: torch.device,
-                  seed: int, progress: bool) -> None:
+                  seed: int, progress: bool, policy: TilePolicy | None = None) -> None:
     outputs = run_dir / "outputs"
     outputs.mkdir(parents=True, exist_ok=True)
     log_path = run_dir / "enhance.csv"
@@ -227,10 +236,11 @@ def enhance_stage(method: Method, m: Manifest, pairs: list[Pair], run_dir: Path,
     if done:
         log.info("resuming: %d of %d images already enhanced", len(done), len(pairs))
     write_header = not log_path.exists() or log_path.stat().st_size == 0
-    if not write_header and set(done) != _all_logged(log_path):
+    if not write_header and (set(done) != _all_logged(log_path) or _header(log_path) != _ENHANCE_FIELDS):
         # drop rows whose outputs were lost, so the log only lists finished images
         _rewrite_log(log_path, list(done.values()))
     todo = [p for p in pairs if p.id not in done]
+    warmed: set[tuple[int, ...]] = set()
     with open(log_path, "a", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=_ENHANCE_FIELDS)
         if write_header:
@@ -238,16 +248,29 @@ def enhance_stage(method: Method, m: Manifest, pairs: list[Pair], run_dir: Path,
         for p in tqdm(todo, desc=f"enhance {method.name}", unit="img", disable=not progress):
             low = read_rgb(m.file_path(p.low))
             reference = read_rgb(m.file_path(p.high)) if method.needs_reference_at_test and p.high else None
+            if device.type == "cuda" and low.shape not in warmed:
+                # one untimed call per new image shape: cudnn.benchmark autotuning and allocator growth
+                # stay out of runtime_ms (harness_design.md §6: "after warm-up")
+                enhance_one(method, low, device, reference, policy)
+                warmed.add(low.shape)
             torch.manual_seed(image_seed(seed, p.id))
-            out, ms = enhance_one(method, low, device, reference)
+            out, ms, info = enhance_one(method, low, device, reference, policy)
+            if info["tiled"] or info["fallback"] != "none":
+                log.info("%s: %s", p.id, info)
             record = method.image_record()
             if record is not None:
                 write_json(run_dir / "records" / f"{p.id}.json", record)
             dest = outputs / f"{p.id}.png"
             write_png(dest, out)
             writer.writerow({"id": p.id, "height": out.shape[0], "width": out.shape[1], "runtime_ms": f"{ms:.3f}",
-                             "device": str(device), "output_sha256": sha256_file(dest)})
+                             "device": info["device"], "tiled": int(info["tiled"]), "fallback": info["fallback"],
+                             "output_sha256": sha256_file(dest)})
             f.flush()
+
+
+def _header(path: Path) -> list[str]:
+    with open(path, newline="") as f:
+        return next(csv.reader(f), [])
 
 
 def _all_logged(path: Path) -> set[str]:
@@ -259,7 +282,7 @@ def _rewrite_log(path: Path, rows: list[dict[str, str]]) -> None:
     import io
 
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=_ENHANCE_FIELDS)
+    w = csv.DictWriter(buf, fieldnames=_ENHANCE_FIELDS, restval="")
     w.writeheader()
     w.writerows(rows)
     write_text(path, buf.getvalue())
@@ -290,6 +313,11 @@ def execute(spec: RunSpec) -> RunResult:
     m = open_dataset(spec.dataset, spec.progress)
     config = build_config(cls, spec.profile, spec.overrides, m.name)
     device = resolve_device(spec.device)
+    if device.type == "cuda":
+        from .amp import set_conv_tf32
+
+        set_conv_tf32(False)                    # the protocol is fp32: PyTorch lets cuDNN convolutions use TF32
+        torch.backends.cudnn.benchmark = True   # autotuned convolutions (warmed up per image shape)
     pairs = m.split(spec.split)
     if spec.limit is not None:
         if spec.limit < 1:
@@ -302,6 +330,8 @@ def execute(spec: RunSpec) -> RunResult:
     weights, weights_info = ensure_weights(cls, method, spec, m, device)
     identity = run_identity(name, cls, config, weights_info.get("sha256"), m, spec.split, spec.seed, spec.profile,
                             spec.limit, None if spec.limit is None else [p.id for p in pairs])
+    if spec.tile.identity() is not None:      # a non-default memory policy can change outputs
+        identity["tiling"] = spec.tile.identity()
     run_dir = run_dir_for(identity)
     run_id = run_dir.name
     check_writable(run_dir.parent)
@@ -330,18 +360,23 @@ def execute(spec: RunSpec) -> RunResult:
             "profile": spec.profile, "seed": spec.seed, "dataset": m.name, "split": spec.split,
             "limit": spec.limit, "smoke": spec.limit is not None or spec.profile == "smoke",
             "metrics": [mt.name for mt in metrics], "weights": weights_info,
+            "tiling": dataclasses.asdict(spec.tile), "tileable": bool(getattr(cls, "tileable", False)),
             "trainable_parameters": method.trainable_parameters(),
             "protocol": protocol_card(m, spec.split, len(pairs), weights_info, provenance),
             "identity": identity,
         }
         write_yaml(run_dir / "config.yaml", config_doc)
         env = environment(device)
+        from .amp import conv_tf32
+
+        env.update(conv_tf32=conv_tf32() if device.type == "cuda" else None,
+                   cudnn_benchmark=torch.backends.cudnn.benchmark if device.type == "cuda" else None)
         env.update(seed=spec.seed, deterministic=torch.are_deterministic_algorithms_enabled(), started=started,
                    adapter_version=cls.version, weights_sha256=weights_info.get("sha256"),
                    dataset_fingerprint=identity["fingerprint"])
         write_json(run_dir / "env.json", env)
         log.info("run %s: %s on %s:%s (%d images) on %s", run_id, name, m.name, spec.split, len(pairs), device)
-        enhance_stage(method, m, pairs, run_dir, device, spec.seed, spec.progress)
+        enhance_stage(method, m, pairs, run_dir, device, spec.seed, spec.progress, spec.tile)
         rows = evaluate_run(run_dir, metrics, m, pairs, progress=spec.progress)
         env.update(finished=now(), metric_versions={mt.name: mt.version for mt in metrics})
         write_json(run_dir / "env.json", env)

@@ -70,6 +70,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from .amp import Amp
+from .distributed import Dist, current, ddp_step
 from .errors import BenchError
 from .fsutil import atomic_path, canonical_hash, write_json, write_text
 
@@ -449,6 +451,7 @@ class TrainSettings:
     select: str = "last"               # "last" or "val_psnr" (best validation PSNR; never the test set)
     log_every: int = 1
     cudnn_benchmark: bool = True       # as the official code; affects only CUDA
+    amp: str = "off"                   # off | bf16 | fp16 (bench/amp.py); part of identity(): no mixed resumes
 
     def __post_init__(self) -> None:
         self.betas = tuple(float(b) for b in self.betas)  # type: ignore[assignment]
@@ -503,7 +506,8 @@ class Trainer:
                  enhance_fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
                  val_pairs: Sequence[Any] = (), meta: Mapping[str, Any] | None = None, progress: bool = True,
                  desc: str = "train", lr_lambda: Callable[[int], float] | None = None,
-                 init_optimizer_state: Callable[[torch.optim.Optimizer], None] | None = None):
+                 init_optimizer_state: Callable[[torch.optim.Optimizer], None] | None = None,
+                 dist: Dist | None = None):
         self.model, self.params = model, [p for p in params]
         self.sampler, self.step_fn, self.settings = sampler, step_fn, settings
         self.out_dir = Path(out_dir)
@@ -516,6 +520,9 @@ class Trainer:
         if lr_lambda is not None and settings.milestones:
             raise BenchError("give either LR milestones or an lr_lambda schedule, not both")
         self.lr_lambda, self.init_optimizer_state = lr_lambda, init_optimizer_state
+        self.dist = dist or current()        # torchrun: the same global batch split over the processes
+        self.amp = Amp(settings.amp, self.device)
+        self._step = ddp_step(model, step_fn, self.dist)  # one DDP forward per step (step_fn itself alone)
         self.optimizer = torch.optim.Adam(self.params, lr=settings.lr, betas=settings.betas,
                                           weight_decay=settings.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, list(settings.milestones),
@@ -551,6 +558,7 @@ class Trainer:
             "rng": dict(rng) if rng is not None else capture_rng(),
             "sampler": dict(sampler) if sampler is not None else self.sampler.state_dict(),
             "settings": self.settings.identity(), "columns": self.columns, "best": self.best, "meta": self.meta,
+            "amp": self.amp.state_dict(),
         }
 
     def load_state(self, path: Path) -> None:
@@ -570,15 +578,20 @@ class Trainer:
         self.sampler.load_state_dict(state["sampler"])
         self.iteration, self.elapsed = int(state["iteration"]), float(state["elapsed"])
         self.columns, self.best = state.get("columns"), state.get("best")
+        self.amp.load_state_dict(state.get("amp"))
         self.resumed_from = path
 
     def save_state(self, rng: Mapping[str, Any] | None = None, sampler: Mapping[str, Any] | None = None) -> Path:
         path = self.state_path(self.iteration)
+        if not self.dist.is_main():          # rank 0 writes; the others wait for it
+            self.dist.barrier()
+            return path
         save_torch(self.state_dict(rng, sampler), path)
         states = sorted(p for p in self.out_dir.glob("state_*.pt") if _STATE_RE.match(p.name))
         for old in states[: max(0, len(states) - self.settings.keep_states)]:
             if old != path:
                 old.unlink(missing_ok=True)
+        self.dist.barrier()
         return path
 
     def save_weights(self, path: Path, selected: str) -> Path:
@@ -602,6 +615,8 @@ class Trainer:
             write_text(path, buf.getvalue())
 
     def _append(self, path: Path, header: list[str], row: list[Any]) -> None:
+        if not self.dist.is_main():
+            return
         new = not path.exists() or path.stat().st_size == 0
         with open(path, "a", newline="") as f:
             w = csv.writer(f, lineterminator="\n")
@@ -631,7 +646,7 @@ class Trainer:
 
     def _maybe_validate(self, final: bool) -> None:
         s = self.settings
-        if s.val_every <= 0 or not self.val_pairs:
+        if s.val_every <= 0 or not self.val_pairs or not self.dist.is_main():
             return
         if not final and self.iteration % s.val_every:
             return
@@ -662,39 +677,43 @@ class Trainer:
             self.load_state(latest)
         elif self.init_optimizer_state is not None:
             self.init_optimizer_state(self.optimizer)
-        self._truncate_csv(self.log_path, self.iteration)
-        self._truncate_csv(self.val_path, self.iteration)
-        write_json(self.out_dir / "train_settings.json",
-                   {"settings": asdict(s), "sampler": getattr(self.sampler, "describe", dict)(), "seed": self.seed,
-                    "device": str(self.device), "resumed_from": str(self.resumed_from) if self.resumed_from else None,
-                    "meta": self.meta})
+        if self.dist.is_main():
+            self._truncate_csv(self.log_path, self.iteration)
+            self._truncate_csv(self.val_path, self.iteration)
+            write_json(self.out_dir / "train_settings.json",
+                       {"settings": asdict(s), "sampler": getattr(self.sampler, "describe", dict)(), "seed": self.seed,
+                        "device": str(self.device), "world_size": self.dist.world_size,
+                        "resumed_from": str(self.resumed_from) if self.resumed_from else None, "meta": self.meta})
         self.model.train()
-        bar = tqdm(total=s.iterations, initial=self.iteration, desc=self.desc, unit="it", disable=not self.progress,
-                   dynamic_ncols=True)
+        bar = tqdm(total=s.iterations, initial=self.iteration, desc=self.desc, unit="it",
+                   disable=not self.progress or not self.dist.is_main(), dynamic_ncols=True)
         last_saved = self.iteration
         try:
             while self.iteration < s.iterations:
                 t0 = time.perf_counter()
                 self._pre_step = {"rng": capture_rng(), "sampler": self.sampler.state_dict()}
                 self._phase = _Phase.COMPUTING
-                batch = self.sampler.next_batch()
+                batch = self.dist.shard(self.sampler.next_batch())   # every rank draws the global batch
                 self.optimizer.zero_grad(set_to_none=True)
                 if self.lr_lambda is not None:
                     lr = s.lr * self.lr_lambda(self.iteration)
                     for group in self.optimizer.param_groups:
                         group["lr"] = lr
-                terms = self.step_fn(batch)
+                with self.amp.autocast():
+                    terms = self._step(batch)
                 loss = terms["loss"]
-                loss.backward()
-                values = {k: float(v.detach()) if isinstance(v, torch.Tensor) else float(v) for k, v in terms.items()}
+                self.amp.backward(loss)
+                values = self.dist.mean({k: float(v.detach()) if isinstance(v, torch.Tensor) else float(v)
+                                         for k, v in terms.items()})
                 if not math.isfinite(values["loss"]):
                     raise BenchError(f"training loss became {values['loss']} at iteration {self.iteration + 1}; "
                                      f"the last checkpoint is kept in {self.out_dir}")
                 if s.grad_clip > 0:
+                    self.amp.unscale_(self.optimizer)
                     values["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.params, s.grad_clip))
                 lr = self.optimizer.param_groups[0]["lr"]
                 self._phase = _Phase.UPDATING
-                self.optimizer.step()
+                self.amp.step(self.optimizer)
                 self.scheduler.step()
                 self.iteration += 1
                 self.elapsed += time.perf_counter() - t0
@@ -721,15 +740,17 @@ class Trainer:
         if self.iteration > last_saved:
             self.save_state()
         best = self.out_dir / "model_best.pt"
-        if self.settings.select == "val_psnr" and best.exists():
-            final = best
-        else:
-            final = self.save_weights(self.out_dir / "model_final.pt", "last")
-        write_json(self.done_path, {"weights": final.name, "iteration": self.iteration,
-                                    "settings": canonical_hash(s.identity())})
-        if not s.keep_final_state:  # 3x the weights (Adam moments); nothing is left to resume
-            for old in self.out_dir.glob("state_*.pt"):
-                old.unlink(missing_ok=True)
+        use_best = self.settings.select == "val_psnr" and best.exists()
+        final = best if use_best else self.out_dir / "model_final.pt"
+        with self.dist.main_only() as main:   # rank 0 writes; every rank returns the same path
+            if main:
+                if not use_best:
+                    self.save_weights(final, "last")
+                write_json(self.done_path, {"weights": final.name, "iteration": self.iteration,
+                                            "settings": canonical_hash(s.identity())})
+                if not s.keep_final_state:  # 3x the weights (Adam moments); nothing is left to resume
+                    for old in self.out_dir.glob("state_*.pt"):
+                        old.unlink(missing_ok=True)
         return final
 
     @property

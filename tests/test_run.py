@@ -58,8 +58,9 @@ def test_run_directory_layout_and_cache_reuse(fake_methods):
     assert {p.name for p in d.iterdir()} >= {"config.yaml", "env.json", "per_image.csv", "metrics.csv", "outputs",
                                              "log.txt", "DONE", "enhance.csv"}
     assert sorted(p.name for p in (d / "outputs").iterdir()) == ["mpl-grace_hopper.png", "skimage-coffee.png"]
-    assert list(_rows(d / "per_image.csv")[0]) == ["id", "height", "width", "runtime_ms", "device", "output_sha256",
-                                                   "gt_sha256", "psnr", "ssim"]
+    assert list(_rows(d / "per_image.csv")[0]) == ["id", "height", "width", "runtime_ms", "device", "tiled",
+                                                   "fallback", "output_sha256", "gt_sha256", "psnr", "ssim"]
+    assert {(r["tiled"], r["fallback"]) for r in _rows(d / "per_image.csv")} == {("0", "none")}
     env = json.loads((d / "env.json").read_text())
     assert env["dataset_fingerprint"] == load_manifest("demo").fingerprint("test")
     assert env["metric_versions"] == {"psnr": 1, "ssim": 1} and env["packages"]["torch"]

@@ -34,6 +34,7 @@ from ..fsutil import jsonable
 from ..methods.base import TrainPair, check_betas, check_range
 from ..methods.torch_method import TorchMethod
 from ..training import CropSampler, Trainer, TrainSettings, epoch_schedule, iterations_per_epoch
+from ..amp import AMP_MODES, inference as amp_inference
 from .losses import LOSSES, get_loss, quantize_ste
 
 log = logging.getLogger("bench.dsn")
@@ -125,6 +126,9 @@ class DSNConfig:
     select: str = "last"            # last | val_psnr (D5: never the test set)
     variant: str = "full"           # a VARIANTS / ALT_VARIANTS name; relabelled by validate()
     encoder_tensors: str = ""       # set by validate(): family:kind:sha256 of the E/D tensors in use
+    # --- precision (bench/amp.py; fp32 = "off" is the protocol, anything else is flagged) ---
+    amp: str = "off"                # training autocast: off | bf16 | fp16 (fp16 with a gradient scaler)
+    amp_inference: str = "off"      # inference autocast (a test-time option: changing it never retrains)
 
     def validate(self) -> None:
         from .model import SUBNETS, make_subnet_constructor
@@ -152,6 +156,9 @@ class DSNConfig:
             raise unknown_name("small_images mode of ours", self.small_images, ["reflect", "clip"])
         if self.select not in ("last", "val_psnr"):
             raise unknown_name("select policy of ours", self.select, ["last", "val_psnr"])
+        for name in ("amp", "amp_inference"):
+            if getattr(self, name) not in AMP_MODES:
+                raise unknown_name(f"{name} mode of ours", getattr(self, name), list(AMP_MODES))
         check_range(m, "n_blocks", self.n_blocks, 1, 64, integer=True)
         check_range(m, "rounds", self.rounds, 1, 16, integer=True)
         try:
@@ -248,6 +255,9 @@ class DSNMethod(TorchMethod):
     trainable = True
     pad_multiple = 1
     uses_pairs = True
+    tileable = True                 # fully convolutional; the global channel-attention means are gathered
+                                    # image-wide by bench/tiling.py's extra pass
+    test_time_options = frozenset({"amp_inference"})
     Config = DSNConfig
     profiles = {
         # a few iterations of tiny crops: exercises every code path (n_blocks stays 8)
@@ -331,7 +341,7 @@ class DSNMethod(TorchMethod):
         if self.model is None:
             raise RuntimeError("call setup() first")
         with torch.no_grad():
-            return self.model.enhance(low)
+            return amp_inference(self.model.enhance, low, self.config.amp_inference)
 
     # ---- provenance -------------------------------------------------------------------------
     def schedule_description(self) -> str:
@@ -365,6 +375,7 @@ class DSNMethod(TorchMethod):
             "structure": f"n_blocks={c.n_blocks}, subnet={c.subnet}, rounds={c.rounds}",
             "loss": c.loss, "backward_loss": bool(c.backward_loss), "lambda_h": c.lambda_h, "lambda_l": c.lambda_l,
             "schedule": self.schedule_description(),
+            "amp": c.amp, "amp_inference": c.amp_inference,
             "encoder": family,
             "encoder_choice": c.encoder,
             "encoder_kind": info.get("kind"),
@@ -401,7 +412,8 @@ class DSNMethod(TorchMethod):
         iterations, milestones = self.schedule(len(sampler))
         settings = TrainSettings(iterations=iterations, lr=c.lr, betas=tuple(c.betas), weight_decay=c.weight_decay,
                                  grad_clip=c.grad_clip, milestones=tuple(milestones), gamma=c.gamma,
-                                 checkpoint_every=c.checkpoint_every, val_every=c.val_every, select=c.select)
+                                 checkpoint_every=c.checkpoint_every, val_every=c.val_every, select=c.select,
+                                 amp=c.amp)
         loss_fn = get_loss(c.loss)
         lambda_h, lambda_l, two_way = float(c.lambda_h), float(c.lambda_l), bool(c.backward_loss)
 

@@ -65,6 +65,9 @@ class Method:
     # True when enhance() must see the reference (an oracle such as KinD's ratio=gt): the harness then
     # passes ``reference=`` and marks the run's protocol ``uses_ground_truth_at_test``.
     needs_reference_at_test: bool = False
+    # True when enhance() may be applied to overlapping tiles and blended (a fully convolutional network):
+    # the memory policy (bench/tiling.py) then tiles images that do not fit instead of using the CPU.
+    tileable: ClassVar[bool] = False
     Config: ClassVar[type] = NoConfig
     # Per-profile overrides of Config fields, e.g. {"smoke": {"iterations": 5}}. A key "paper@fivek" applies on
     # top of "paper" for datasets whose name starts with "fivek" (schedules differ per dataset in the papers).
@@ -82,6 +85,15 @@ class Method:
 
     def enhance(self, low: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
+
+    def to(self, device: torch.device) -> "Method":
+        """Move every module the adapter holds to ``device`` (the memory policy's CPU fallback calls it, and
+        moves back after). Adapters keeping tensors outside modules override it."""
+        for value in vars(self).values():
+            if isinstance(value, torch.nn.Module):
+                value.to(device)
+        self.device = torch.device(device)
+        return self
 
     def train(self, train_pairs: Sequence[TrainPair], val_pairs: Sequence[TrainPair], out_dir: Path,
               seed: int, progress: bool = True) -> Path:
