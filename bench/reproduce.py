@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .errors import BenchError, unknown_name
+from .report import _seeds, _split_list  # one parser for --datasets/--methods/--seeds lists
 
 STATES = ("done", "partial", "to run", "blocked")
 EXECUTORS = ("local", "slurm")
@@ -594,22 +595,6 @@ def run_slurm(todo: list[PlannedRun], logs: Path, params: dict[str, Any], device
 
 
 # --- the command ----------------------------------------------------------------------------------
-def _split_list(values: Sequence[str] | None) -> list[str] | None:
-    if not values:
-        return None
-    return [v.strip() for item in values for v in item.split(",") if v.strip()]
-
-
-def _seeds(values: Sequence[str] | None) -> list[int] | None:
-    items = _split_list(values)
-    if items is None:
-        return None
-    try:
-        return [int(v) for v in items]
-    except ValueError:
-        raise BenchError(f"--seeds takes integers, got {' '.join(values or [])!r}") from None
-
-
 def register(subparsers: Any, parents: Sequence[argparse.ArgumentParser] = ()) -> argparse.ArgumentParser:
     """Add the ``reproduce`` sub-command to ``subparsers`` (from ``ArgumentParser.add_subparsers``)."""
     kw: dict[str, Any] = dict(
