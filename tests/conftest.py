@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -56,3 +57,41 @@ def independent_ssim(a: np.ndarray, b: np.ndarray) -> float:
         m = ((2 * mu1 * mu2 + c1) * (2 * s12 + c2)) / ((mu1**2 + mu2**2 + c1) * (s11 + s22 + c2))
         vals.append(m.mean())
     return float(np.mean(vals))
+
+
+@pytest.fixture(scope="session")
+def built_demo(tmp_path_factory):
+    """The demo set built once per test session (each test copies it into its own $BENCH_DATA)."""
+    root = tmp_path_factory.mktemp("demo_data")
+    old = os.environ.get("BENCH_DATA")
+    os.environ["BENCH_DATA"] = str(root)
+    try:
+        from bench.run import open_dataset
+
+        open_dataset("demo", progress=False)
+    finally:
+        if old is None:
+            os.environ.pop("BENCH_DATA", None)
+        else:
+            os.environ["BENCH_DATA"] = old
+    return root
+
+
+@pytest.fixture
+def demo(built_demo):
+    dest = Path(os.environ["BENCH_DATA"])
+    shutil.copytree(built_demo, dest, dirs_exist_ok=True)
+    return dest
+
+
+@pytest.fixture
+def fake_methods(monkeypatch):
+    """The small real methods of tests/fake_methods.py, registered for one test, counters reset."""
+    from bench import registry
+    import fake_methods
+
+    monkeypatch.setitem(registry.METHODS, "gain", "fake_methods:Gain")
+    monkeypatch.setitem(registry.METHODS, "fitgain", "fake_methods:FitGain")
+    fake_methods.Gain.calls = 0
+    fake_methods.FitGain.trained = 0
+    return fake_methods

@@ -24,39 +24,6 @@ from bench.report.spec import Row, load_spec
 from bench.run import RunSpec, execute
 
 
-@pytest.fixture(scope="module")
-def built_demo(tmp_path_factory):
-    root = tmp_path_factory.mktemp("demo_data")
-    old = os.environ.get("BENCH_DATA")
-    os.environ["BENCH_DATA"] = str(root)
-    try:
-        from bench.run import open_dataset
-
-        open_dataset("demo", progress=False)
-    finally:
-        if old is None:
-            os.environ.pop("BENCH_DATA", None)
-        else:
-            os.environ["BENCH_DATA"] = old
-    return root
-
-
-@pytest.fixture
-def demo(built_demo):
-    dest = Path(os.environ["BENCH_DATA"])
-    shutil.copytree(built_demo, dest, dirs_exist_ok=True)
-    return dest
-
-
-@pytest.fixture
-def fake_methods(monkeypatch):
-    import fake_methods
-
-    monkeypatch.setitem(registry.METHODS, "gain", "fake_methods:Gain")
-    monkeypatch.setitem(registry.METHODS, "fitgain", "fake_methods:FitGain")
-    return fake_methods
-
-
 def run(method: str, **kw) -> Path:
     return execute(RunSpec(method, "demo", progress=False, **{"profile": "smoke", **kw})).run_dir
 

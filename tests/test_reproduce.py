@@ -29,42 +29,6 @@ from bench.run import run_dir_for, run_identity
 # --- helpers --------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def built_demo(tmp_path_factory):
-    """The demo set built once for this module (each test copies it into its own $BENCH_DATA)."""
-    root = tmp_path_factory.mktemp("demo_data")
-    old = os.environ.get("BENCH_DATA")
-    os.environ["BENCH_DATA"] = str(root)
-    try:
-        from bench.run import open_dataset
-
-        open_dataset("demo", progress=False)
-    finally:
-        if old is None:
-            os.environ.pop("BENCH_DATA", None)
-        else:
-            os.environ["BENCH_DATA"] = old
-    return root
-
-
-@pytest.fixture
-def demo(built_demo):
-    dest = Path(os.environ["BENCH_DATA"])
-    shutil.copytree(built_demo, dest, dirs_exist_ok=True)
-    return dest
-
-
-@pytest.fixture
-def fake_methods(monkeypatch):
-    import fake_methods
-
-    monkeypatch.setitem(registry.METHODS, "gain", "fake_methods:Gain")
-    monkeypatch.setitem(registry.METHODS, "fitgain", "fake_methods:FitGain")
-    fake_methods.Gain.calls = 0
-    fake_methods.FitGain.trained = 0
-    return fake_methods
-
-
 def small_spec(tmp_path: Path, rows=("identity", "gain", "fitgain"), seeds=(0, 1)) -> Path:
     """A table spec over the fake methods (the real tables have no rows for them)."""
     doc = {"name": "small", "kind": "absolute", "title": "small", "split": "test", "profile": "paper",

@@ -18,17 +18,6 @@ from bench.run import RunSpec, execute
 from conftest import independent_psnr, independent_ssim
 
 
-@pytest.fixture
-def fake_methods(monkeypatch):
-    import fake_methods
-
-    monkeypatch.setitem(registry.METHODS, "gain", "fake_methods:Gain")
-    monkeypatch.setitem(registry.METHODS, "fitgain", "fake_methods:FitGain")
-    fake_methods.Gain.calls = 0
-    fake_methods.FitGain.trained = 0
-    return fake_methods
-
-
 def _rows(path):
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
