@@ -198,10 +198,8 @@ def test_config_validation():
 
 
 def test_end_to_end_smoke(monkeypatch):
-    from bench import registry
     from bench.run import RunSpec, execute
 
-    monkeypatch.setitem(registry.METHODS, "csrnet", "baselines.csrnet.adapter:CSRNetMethod")
     result = execute(RunSpec("csrnet", "demo", profile="smoke", progress=False))
     assert (result.run_dir / "DONE").exists()
     doc = yaml.safe_load((result.run_dir / "config.yaml").read_text())

@@ -292,9 +292,7 @@ def test_config_validation():
 
 
 def test_end_to_end_demo_smoke(monkeypatch):
-    from bench import registry
     from bench.run import RunSpec, execute
 
-    monkeypatch.setitem(registry.METHODS, "deeplpf", "baselines.deeplpf.adapter:DeepLPF")
     result = execute(RunSpec("deeplpf", "demo", profile="smoke", progress=False))
     assert (result.run_dir / "metrics.csv").exists()

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import torch
 
-from bench import registry
 from bench.errors import BenchError
 from bench.methods.base import build_config
 from bench.run import RunSpec, execute
@@ -178,7 +177,6 @@ def test_training_lowers_the_loss_on_a_fixed_batch(loss):
 
 
 def test_smoke_run_end_to_end_and_checkpoint_checks(monkeypatch):
-    monkeypatch.setitem(registry.METHODS, "deepupe", "baselines.deepupe.adapter:DeepUPE")
     result = execute(RunSpec("deepupe", "demo", profile="smoke", progress=False))
     assert (result.run_dir / "DONE").exists()
     import yaml

@@ -277,10 +277,8 @@ def test_training_lowers_loss_on_fixed_batch():
 
 
 def test_end_to_end_smoke(monkeypatch):
-    from bench import registry
     from bench.run import RunSpec, execute
 
-    monkeypatch.setitem(registry.METHODS, "dpe", "baselines.dpe.adapter:DPE")
     result = execute(RunSpec("dpe", "demo", profile="smoke", progress=False))
     assert (result.run_dir / "DONE").exists()
     doc = yaml.safe_load((result.run_dir / "config.yaml").read_text())

@@ -240,10 +240,8 @@ def test_train_checkpoint_roundtrip(tmp_path):
 
 
 def test_end_to_end_smoke(monkeypatch):
-    from bench import registry
     from bench.run import RunSpec, execute
 
-    monkeypatch.setitem(registry.METHODS, "drbn", "baselines.drbn.adapter:DRBN")
     result = execute(RunSpec("drbn", "demo", profile="smoke", progress=False))
     assert (result.run_dir / "DONE").exists()
     doc = yaml.safe_load((result.run_dir / "config.yaml").read_text())

@@ -232,10 +232,8 @@ def test_vgg_choice_is_recorded(tmp_path):
 
 
 def test_end_to_end_demo_smoke(monkeypatch):
-    from bench import registry
     from bench.run import RunSpec, execute
 
-    monkeypatch.setitem(registry.METHODS, "enlightengan", "baselines.enlightengan.adapter:EnlightenGAN")
     result = execute(RunSpec("enlightengan", "demo", profile="smoke", progress=False))
     assert (result.run_dir / "metrics.csv").exists()
 

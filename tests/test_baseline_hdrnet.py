@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 
-from bench import registry
 from bench.methods.base import build_config
 from bench.run import RunSpec, execute
 from baselines.hdrnet import bilateral as B
@@ -228,7 +227,6 @@ def test_training_lowers_the_loss_on_a_fixed_batch():
 
 
 def test_smoke_run_end_to_end(monkeypatch):
-    monkeypatch.setitem(registry.METHODS, "hdrnet", "baselines.hdrnet.adapter:HDRNet")
     result = execute(RunSpec("hdrnet", "demo", profile="smoke", progress=False))
     assert (result.run_dir / "DONE").exists()
     import yaml

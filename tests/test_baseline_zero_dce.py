@@ -245,10 +245,8 @@ def test_config_validation():
 
 
 def test_end_to_end_smoke(monkeypatch):
-    from bench import registry
     from bench.run import RunSpec, execute
 
-    monkeypatch.setitem(registry.METHODS, "zero-dce", "baselines.zero_dce.adapter:ZeroDCE")
     result = execute(RunSpec("zero-dce", "demo", profile="smoke", progress=False))
     assert (result.run_dir / "DONE").exists()
     doc = yaml.safe_load((result.run_dir / "config.yaml").read_text())
