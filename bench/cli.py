@@ -305,23 +305,26 @@ def build_parser() -> argparse.ArgumentParser:
     ev.set_defaults(fn=cmd_eval)
 
     perf = sub.add_parser("perf", help="benchmarks (not tests); results go to results/perf/", formatter_class=fmt,
-                          epilog="example:\n  bench perf metrics --pairs 100")
+                          epilog="examples:\n  bench perf metrics --pairs 100\n  bench perf dsn --device cpu --sections enhance --sizes 200x300")
     perf.add_argument("what", choices=["metrics", "dsn"])
     perf.add_argument("--pairs", type=int, default=100)
     perf.add_argument("--jobs", type=int, default=None)
     perf.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="dsn: where to measure")
     perf.add_argument("--size", default="400x600", help="dsn: HxW of the timed enhancement")
-    perf.add_argument("--crop", type=int, default=180, help="dsn: training crop side")
+    perf.add_argument("--crop", type=int, default=None, help="dsn: training crop side (default 180)")
     perf.add_argument("--runs", type=int, default=None, help="dsn: timed enhancement passes")
+    perf.add_argument("--warmup", type=int, default=None, help="dsn: untimed passes first")
+    perf.add_argument("--sections", help="dsn: comma-separated subset of enhance,train,tiling (default all)")
     perf.add_argument("--steps", type=int, default=None, help="dsn: timed training steps")
-    perf.add_argument("--sizes", help="dsn: comma-separated HxW sizes to time (default 200x300,400x600; CPU: tiny)")
+    perf.add_argument("--sizes", help="dsn: comma-separated HxW sizes to time (default 200x300,400x600)")
     perf.add_argument("--mem-sizes", help="dsn: two HxW sizes for the tiled-memory section (default 400x600,1200x1800)")
     perf.add_argument("--tile", type=int, default=None, help="dsn: tile side of the memory section (default 384)")
     perf.add_argument("--overlap", type=int, default=None, help="dsn: tile overlap of the memory section (default 96)")
     perf.add_argument("--mem-blocks", type=int, default=None, help="dsn: invertible blocks of the memory-section model")
     perf.add_argument("--gap-scale", type=float, default=None, help="dsn: random conv scale of the tiling-gap model")
     perf.add_argument("--weights", help="dsn: a checkpoint of ours for the tiled-vs-whole gap (default: random)")
-    perf.add_argument("--channels-last", action="store_true", help="dsn: include channels_last in 'ours'")
+    perf.add_argument("--channels-last", choices=["auto", "on", "off"], default="auto",
+                      help="dsn: channels-last weights in 'ours' (auto: on CPU only, as bench run)")
     perf.set_defaults(fn=cmd_perf)
 
     from .report import register as register_report

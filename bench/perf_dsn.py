@@ -8,8 +8,10 @@ Sections (all on the same device, in one process):
 2. **Enhancement** at each size (default 200×300 and 400×600 on CUDA): the same module through
    - ``eager``: a plain ``torch.no_grad()`` forward, default flags (cudnn.benchmark off, NCHW);
    - ``inference_mode``; ``+cudnn.benchmark``; ``+channels_last`` (model and input);
-   - ``ours``: the path ``bench run`` uses (``torch.inference_mode`` + cudnn.benchmark on CUDA;
-     channels_last only if ``--channels-last``), i.e. what is recommended for bench/run.py.
+   - ``in_place``: :meth:`bench.dsn.model.DSN.set_fast_inference` (in-place PReLU, attention product and
+     residual sums while autograd is off; bit-identical to eager);
+   - ``ours``: the path ``bench run`` uses (``torch.inference_mode``, in place, cudnn.benchmark on CUDA,
+     channels_last on CPU; ``--channels-last on|off`` overrides the last).
    Reported: median and IQR, FLOP/s (FLOPs = 2 × MACs, MACs counted by ``macs_per_pixel``), the
    ratio to the measured convolution throughput, and each path's speed-up over ``eager``.
 3. **Training step** at batch 2 of crop² (both directions, sum-reduced L2, Adam, clip 10) and the
@@ -27,13 +29,13 @@ Weights: random (the timings do not depend on them). The tiled-vs-whole gap uses
 convolutions (``--gap-scale``, 0.45 for 8 blocks: the output is ~15 dB from D(E(x)), so the network
 really mixes pixels) unless ``--weights FILE`` gives a checkpoint of ``ours``.
 
-CPU defaults are tiny, a tenth of the CUDA sizes (so ``bench perf dsn --device cpu`` takes about a
-minute on 2 idle cores): 20×30 and 40×60, crops of 24, and for the memory section tile 40 (overlap 16)
-over 40×60 and 120×180 with a 1-block model (inference peak memory is per block: blocks run one after
-another) whose convolutions are fan-in scaled by 0.8; the CPU's tiled timings include the memory
-meter's per-op overhead. On a loaded machine CPU timings are noise (two OpenMP threads competing for
-two busy cores slow convolutions down 10-50x); run it on idle cores. Results:
-``results/perf/dsn_<device>.{json,md}``.
+CPU defaults are the same sizes with fewer repeats; on 2 cores the whole run takes about half an hour (one
+600×400 enhancement ≈ 15-20 s, a 2×180² training step ≈ 1 min, the 1200×1800 tiled pass ≈ 10 min), so
+``--sections enhance|train|tiling`` (comma-separated) measures part of it: the sections measured replace
+those of the last results file for the same machine and keep the others, each stamped with its own time.
+The CPU's tiled timings include the memory meter's per-op overhead. On a loaded machine CPU timings are
+noise (two OpenMP threads competing for two busy cores slow convolutions down 10-50x); run it on idle
+cores. Results: ``results/perf/dsn_<device>.{json,md}``.
 """
 
 from __future__ import annotations
@@ -60,8 +62,8 @@ CLI_DEFAULT_SIZE = "400x600"
 DEFAULTS = {
     "cuda": {"sizes": [(200, 300), (400, 600)], "mem_sizes": [(400, 600), (1200, 1800)], "tile": 384,
              "overlap": 96, "crop": 180, "warmup": 10, "runs": 50, "steps": 30, "mem_blocks": 8, "gap_scale": 0.45},
-    "cpu": {"sizes": [(20, 30), (40, 60)], "mem_sizes": [(40, 60), (120, 180)], "tile": 40,
-            "overlap": 16, "crop": 24, "warmup": 2, "runs": 7, "steps": 3, "mem_blocks": 1, "gap_scale": 0.8},
+    "cpu": {"sizes": [(200, 300), (400, 600)], "mem_sizes": [(400, 600), (1200, 1800)], "tile": 384,
+            "overlap": 96, "crop": 180, "warmup": 1, "runs": 3, "steps": 2, "mem_blocks": 8, "gap_scale": 0.45},
 }
 
 
@@ -175,32 +177,37 @@ def measure_conv_peak(device: torch.device, h: int, w: int, warmup: int, runs: i
 # ------------------------------------------------------------------------------------------------
 # 2. enhancement: eager vs our inference path
 # ------------------------------------------------------------------------------------------------
-def inference_paths(device: torch.device, channels_last: bool = False) -> dict[str, dict[str, Any]]:
-    """The compared paths: grad mode, cudnn.benchmark, memory format."""
+def inference_paths(device: torch.device, channels_last: bool | None = None) -> dict[str, dict[str, Any]]:
+    """The compared paths: grad mode, in-place inference (DSN.set_fast_inference), cudnn.benchmark, memory
+    format. ``ours`` is what ``bench run`` does (channels-last by default on CPU only; ``channels_last``
+    overrides that, e.g. to try it on CUDA)."""
     cuda = device.type == "cuda"
+    ours_cl = (not cuda) if channels_last is None else channels_last
     paths = {
-        "eager": {"grad": "no_grad", "benchmark": False, "channels_last": False},
-        "inference_mode": {"grad": "inference_mode", "benchmark": False, "channels_last": False},
-        "channels_last": {"grad": "inference_mode", "benchmark": cuda, "channels_last": True},
-        "ours": {"grad": "inference_mode", "benchmark": cuda, "channels_last": channels_last},
+        "eager": {"grad": "no_grad", "fast": False, "benchmark": False, "channels_last": False},
+        "inference_mode": {"grad": "inference_mode", "fast": False, "benchmark": False, "channels_last": False},
+        "channels_last": {"grad": "inference_mode", "fast": False, "benchmark": cuda, "channels_last": True},
+        "in_place": {"grad": "inference_mode", "fast": True, "benchmark": cuda, "channels_last": False},
+        "ours": {"grad": "inference_mode", "fast": True, "benchmark": cuda, "channels_last": ours_cl},
     }
     if cuda:
-        paths["benchmark"] = {"grad": "inference_mode", "benchmark": True, "channels_last": False}
+        paths["benchmark"] = {"grad": "inference_mode", "fast": False, "benchmark": True, "channels_last": False}
     return paths
 
 
 def measure_enhance(model: torch.nn.Module, device: torch.device, h: int, w: int, warmup: int, runs: int,
-                    macs_per_pixel: int, conv_tflops: float, channels_last: bool = False) -> dict[str, Any]:
+                    macs_per_pixel: int, conv_tflops: float, channels_last: bool | None = None) -> dict[str, Any]:
     import copy
 
     x = torch.rand(1, 3, h, w, device=device)
     flops = 2 * macs_per_pixel * h * w
     res: dict[str, Any] = {"size": f"{h}x{w}", "gflop": flops / 1e9}
-    models = {False: model, True: copy.deepcopy(model).to(memory_format=torch.channels_last)}
     paths = inference_paths(device, channels_last)
+    models = {key: copy.deepcopy(model).set_fast_inference(key[0], channels_last=key[1])
+              for key in {(p["fast"], p["channels_last"]) for p in paths.values()}}
     fns: dict[str, Callable[[], torch.Tensor]] = {}
     for name, p in paths.items():
-        m = models[p["channels_last"]]
+        m = models[(p["fast"], p["channels_last"])]
         xi = x.contiguous(memory_format=torch.channels_last) if p["channels_last"] else x
         grad = torch.inference_mode if p["grad"] == "inference_mode" else torch.no_grad
 
@@ -287,6 +294,28 @@ def _peak(device: torch.device, fn: Callable[[], torch.Tensor]) -> tuple[torch.T
     return y, meter.peak
 
 
+PHOTO = "skimage coffee (a demo test image) resized, underexposed as the demo set (seed 0)"
+
+
+def _test_photo(h: int, w: int) -> torch.Tensor:
+    """A real underexposed photo at h x w, so a trained network meets what it was trained for."""
+    import numpy as np
+    import skimage.data
+    from PIL import Image
+
+    from .data.underexpose import underexpose
+
+    img = np.asarray(Image.fromarray(skimage.data.coffee()).resize((w, h), Image.BICUBIC))
+    low, _ = underexpose(img, seed=0)
+    return torch.from_numpy(np.ascontiguousarray(low)).permute(2, 0, 1)[None].float() / 255
+
+
+def _test_noise(h: int, w: int) -> torch.Tensor:
+    """Blurred noise at 0.4 brightness: content everywhere, for random-weight networks."""
+    g = torch.Generator().manual_seed(h * 10007 + w)
+    return F.avg_pool2d(torch.rand(1, 3, h + 4, w + 4, generator=g), 5, 1) * 0.4
+
+
 def psnr_bound(q_db: float, p_db: float = 30.0) -> float:
     """Largest |ΔPSNR| that outputs Q dB apart can show against any reference scored P dB by one of them:
     20·log10(1 + 10^((P − Q)/20)) (triangle inequality on the RMSE)."""
@@ -310,17 +339,16 @@ def measure_tiling(device: torch.device, sizes: list[tuple[int, int]], tile: int
 
         method = DSNMethod(build_config(DSNMethod, "paper", {}, ""))
         method.setup(device, Path(weights))
-        model, source = method.model, f"checkpoint {weights}"
+        model, source = method.model, f"checkpoint {weights}; input: {PHOTO}"
     else:
-        model = _random_model(device, n_blocks=n_blocks, fan_in_scale=gap_scale)
+        model = _random_model(device, n_blocks=n_blocks, fan_in_scale=gap_scale).set_fast_inference(True)
         source = f"random, conv weights N(0, ({gap_scale}/sqrt(fan_in))^2), n_blocks={n_blocks}"
     pools = global_pool_modules(model)
     res: dict[str, Any] = {"tile": tile, "overlap": overlap, "global_passes": global_passes, "model": source,
                            "n_blocks": model.n_blocks, "sizes": []}
     with _flags(benchmark=device.type == "cuda", tf32=False), torch.inference_mode():
         for h, w in sizes:
-            g = torch.Generator().manual_seed(h * 10007 + w)
-            x = (F.avg_pool2d(torch.rand(1, 3, h + 4, w + 4, generator=g), 5, 1) * 0.4).to(device)
+            x = (_test_photo(h, w) if weights else _test_noise(h, w)).to(device)
             row: dict[str, Any] = {"size": f"{h}x{w}", "pixels": h * w}
             t0 = time.perf_counter()
             yt, peak_t = _peak(device, lambda: enhance_tiled(model.enhance, x, tile, overlap, global_pools=pools,
@@ -376,41 +404,73 @@ def _parse_sizes(text: str | None) -> list[tuple[int, int]] | None:
     return out
 
 
-def measure_all(device: torch.device, cfg: dict[str, Any], channels_last: bool = False,
-                weights: str | None = None, progress: Callable[[str], None] = print) -> dict[str, Any]:
+SECTIONS = ("enhance", "train", "tiling")
+
+
+def measure_all(device: torch.device, cfg: dict[str, Any], channels_last: bool | None = None,
+                weights: str | None = None, progress: Callable[[str], None] = print,
+                sections: tuple[str, ...] = SECTIONS) -> dict[str, Any]:
+    """Measure the chosen sections; each result carries the config and time it was measured with."""
+    from datetime import datetime, timezone
+
     from .dsn.model import macs_per_pixel
 
     res: dict[str, Any] = {**device_info(device), "torch": torch.__version__,
-                           "pytorch_default_conv_tf32": conv_tf32(), "config": {k: v for k, v in cfg.items()}}
+                           "pytorch_default_conv_tf32": conv_tf32(), "sections": {}}
     model = _random_model(device)
-    mpp = macs_per_pixel(model)
-    res["macs_per_pixel"] = mpp
-    res["conv_peak"], res["enhance"] = {}, {}
-    for h, w in cfg["sizes"]:
-        progress(f"conv throughput at {h}x{w}")
-        res["conv_peak"][f"{h}x{w}"] = cp = measure_conv_peak(device, h, w, cfg["warmup"], cfg["runs"])
-        progress(f"enhancement paths at {h}x{w}")
-        res["enhance"][f"{h}x{w}"] = measure_enhance(model, device, h, w, cfg["warmup"], cfg["runs"], mpp,
-                                                     cp["tflops"], channels_last)
-    progress(f"training step at 2x{cfg['crop']}^2")
-    res["train_step"] = measure_train(model, device, cfg["crop"], max(1, cfg["warmup"] // 2), cfg["steps"])
+    mpp = res["macs_per_pixel"] = macs_per_pixel(model)
+
+    def stamp(name: str, keys: tuple[str, ...]) -> None:
+        res["sections"][name] = {"measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                                 "config": {k: cfg[k] for k in keys}}
+
+    if "enhance" in sections:
+        res["conv_peak"], res["enhance"] = {}, {}
+        for h, w in cfg["sizes"]:
+            progress(f"conv throughput at {h}x{w}")
+            res["conv_peak"][f"{h}x{w}"] = cp = measure_conv_peak(device, h, w, cfg["warmup"], cfg["runs"])
+            progress(f"enhancement paths at {h}x{w}")
+            res["enhance"][f"{h}x{w}"] = measure_enhance(model, device, h, w, cfg["warmup"], cfg["runs"], mpp,
+                                                         cp["tflops"], channels_last)
+        stamp("enhance", ("sizes", "warmup", "runs"))
+    if "train" in sections:
+        progress(f"training step at 2x{cfg['crop']}^2")
+        res["train_step"] = measure_train(model, device, cfg["crop"], max(1, cfg["warmup"] // 2), cfg["steps"])
+        stamp("train", ("crop", "steps"))
     del model
     if device.type == "cuda":
         torch.cuda.empty_cache()
-    progress(f"tiled memory at {cfg['mem_sizes']} with tile {cfg['tile']}")
-    res["tiling"] = measure_tiling(device, cfg["mem_sizes"], cfg["tile"], cfg["overlap"], cfg["mem_blocks"],
-                                   cfg["gap_scale"], weights)
+    if "tiling" in sections:
+        progress(f"tiled memory at {cfg['mem_sizes']} with tile {cfg['tile']}")
+        res["tiling"] = measure_tiling(device, cfg["mem_sizes"], cfg["tile"], cfg["overlap"], cfg["mem_blocks"],
+                                       cfg["gap_scale"], weights)
+        stamp("tiling", ("mem_sizes", "tile", "overlap", "mem_blocks", "gap_scale"))
     return res
 
 
-def report_lines(res: dict[str, Any]) -> list[str]:
-    dev = res.get("gpu") or f"CPU {res['cpu']}, {res['torch_threads']} threads"
-    lines = [f"# bench perf dsn ({dev})", "",
-             f"torch {res['torch']}; fp32 = TF32 convolutions off (PyTorch's default for cuDNN convs is TF32 "
-             f"{'on' if res['pytorch_default_conv_tf32'] else 'off'}); MACs/pixel {res['macs_per_pixel']:,}; "
-             "FLOPs = 2 x MACs.", ""]
-    lines += ["## Convolution throughput (3x3 64->128 + 128->64, batch 1, fp32)", "",
-              "| size | NCHW TFLOP/s | channels_last TFLOP/s | reference |", "|---|---|---|---|"]
+def merge_results(previous: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, Any]:
+    """Sections measured now replace the same sections of an earlier run on the same machine and torch; the
+    others are kept (with their own measurement times), so sections can be (re)measured one at a time."""
+    if not previous or any(previous.get(k) != new.get(k) for k in ("device", "gpu", "cpu", "torch_threads", "torch")):
+        return new
+    keys = {"enhance": ("conv_peak", "enhance"), "train": ("train_step",), "tiling": ("tiling",)}
+    out = dict(previous)
+    out.update({k: v for k, v in new.items() if k not in ("sections", "conv_peak", "enhance", "train_step", "tiling")})
+    out["sections"] = {**previous.get("sections", {}), **new["sections"]}
+    for name in new["sections"]:
+        for k in keys[name]:
+            out[k] = new[k]
+    return out
+
+
+def _measured(res: dict[str, Any], name: str) -> str:
+    meta = res.get("sections", {}).get(name)
+    return f"measured {meta['measured_at']}" if meta else ""
+
+
+def _enhance_lines(res: dict[str, Any]) -> list[str]:
+    lines = ["## Convolution throughput (3x3 64->128 + 128->64, batch 1, fp32)", "", _measured(res, "enhance"), "",
+             "| size | NCHW TFLOP/s | channels_last TFLOP/s | reference |", "|---|---|---|---|"]
     for size, cp in res["conv_peak"].items():
         lines.append(f"| {size} | {cp['nchw']['tflops']:.3g} | {cp['channels_last']['tflops']:.3g} | "
                      f"{cp['tflops']:.3g} ({cp['best_layout']}) |")
@@ -429,31 +489,41 @@ def report_lines(res: dict[str, Any]) -> list[str]:
             lines.append(f"| {size} | TF32 (not protocol) | {t['median_s'] * 1e3:.1f} | {t['iqr_s'] * 1e3:.1f} | "
                          f"{t['tflops']:.3g} | | {t['speedup_vs_ours']:.2f}x vs ours | |")
     ours = {k: v["ours"] for k, v in res["enhance"].items()}
-    ours_path = res["enhance"][next(iter(res["enhance"]))]["ours"]
-    lines += ["", f"ours = {ours_path['grad']}, cudnn.benchmark {'on' if ours_path['benchmark'] else 'off'}, "
-              f"channels_last {'on' if ours_path['channels_last'] else 'off'}; "
-              + "; ".join(f"{size}: {s['of_conv_peak'] * 100:.0f}% of the conv peak (target 90%), "
-                          f"{s['speedup_vs_eager']:.2f}x eager" for size, s in ours.items())]
+    p = next(iter(ours.values()))
+    lines += ["", "paths: eager = plain forward under no_grad; in_place = DSN.set_fast_inference (in-place PReLU, "
+              "attention product and residual sums; bit-identical); ours = what `bench run` uses: "
+              f"{p['grad']}, in place {'on' if p.get('fast') else 'off'}, cudnn.benchmark "
+              f"{'on' if p['benchmark'] else 'off'}, channels_last {'on' if p['channels_last'] else 'off'}", "",
+              "; ".join(f"{size}: {s['of_conv_peak'] * 100:.0f}% of the conv peak (target 90%), "
+                        f"{s['speedup_vs_eager']:.2f}x eager" for size, s in ours.items())]
+    return lines
+
+
+def _train_lines(res: dict[str, Any]) -> list[str]:
     tr = res["train_step"]
-    lines += ["", "## Training step", "",
-              f"batch 2 of {tr['crop']}² crops, both directions, Adam + clip, fp32: median "
-              f"{tr['fp32']['median_s'] * 1e3:.1f} ms (IQR {tr['fp32']['iqr_s'] * 1e3:.1f} ms, "
-              f"{tr['fp32']['runs']} runs)"
-              + (f", peak {tr['fp32']['peak_memory_gib']:.1f} GiB" if "peak_memory_gib" in tr["fp32"] else "")]
+    lines = ["## Training step", "", _measured(res, "train"), "",
+             f"batch 2 of {tr['crop']}² crops, both directions, Adam + clip, fp32: median "
+             f"{tr['fp32']['median_s'] * 1e3:.1f} ms (IQR {tr['fp32']['iqr_s'] * 1e3:.1f} ms, "
+             f"{tr['fp32']['runs']} runs)"
+             + (f", peak {tr['fp32']['peak_memory_gib']:.1f} GiB" if "peak_memory_gib" in tr["fp32"] else "")]
     if "tf32_speedup" in tr:
         lines.append(f"TF32 (not protocol): {tr['tf32_speedup']:.2f}x the fp32 step")
     lines += [f"projected paper schedule, fp32: {k}: {v:.1f} h" for k, v in tr["projected_training_hours_fp32"].items()]
+    return lines
+
+
+def _tiling_lines(res: dict[str, Any]) -> list[str]:
     ti = res["tiling"]
-    meter = "torch.cuda.max_memory_allocated" if res["device"].startswith("cuda") else "live CPU tensor bytes"
-    lines += ["", f"## Tiled inference (tile {ti['tile']}, overlap {ti['overlap']}, {ti['global_passes']} "
-              f"global-statistics pass; model: {ti['model']})", "",
-              f"peak = {meter} during the call, inputs and weights excluded"
-              + ("; tiled timings include the meter's per-op overhead" if not res["device"].startswith("cuda") else ""),
-              "",
-              "| size | tiled peak MiB | of which output buffer | bytes per tile pixel | whole peak MiB | tiled s | "
-              "whole s | PSNR(tiled, whole) 8-bit | float | pixels differing | |ΔPSNR| bound at 30 dB | "
-              "whole vs D(E(x)) |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    cuda = res["device"].startswith("cuda")
+    meter = "torch.cuda.max_memory_allocated" if cuda else "live CPU tensor bytes"
+    lines = [f"## Tiled inference (tile {ti['tile']}, overlap {ti['overlap']}, {ti['global_passes']} "
+             f"global-statistics pass; model: {ti['model']})", "", _measured(res, "tiling"), "",
+             f"peak = {meter} during the call, inputs and weights excluded"
+             + ("" if cuda else "; tiled timings include the meter's per-op overhead"), "",
+             "| size | tiled peak MiB | of which output buffer | bytes per tile pixel | whole peak MiB | tiled s | "
+             "whole s | PSNR(tiled, whole) 8-bit | float | pixels differing | |ΔPSNR| bound at 30 dB | "
+             "whole vs D(E(x)) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in ti["sizes"]:
         wp = "OOM" if r.get("whole_peak_mib") is None else f"{r['whole_peak_mib']:.1f}"
         lines.append(f"| {r['size']} | {r['tiled_peak_mib']:.1f} | {r['output_buffer_mib']:.1f} | "
@@ -467,7 +537,23 @@ def report_lines(res: dict[str, Any]) -> list[str]:
     return lines
 
 
+def report_lines(res: dict[str, Any]) -> list[str]:
+    dev = res.get("gpu") or f"CPU {res['cpu']}, {res['torch_threads']} threads"
+    lines = [f"# bench perf dsn ({dev})", "",
+             f"torch {res['torch']}; fp32 = TF32 convolutions off (PyTorch's default for cuDNN convs is TF32 "
+             f"{'on' if res['pytorch_default_conv_tf32'] else 'off'}); MACs/pixel {res['macs_per_pixel']:,}; "
+             "FLOPs = 2 x MACs."]
+    for key, fn in (("enhance", _enhance_lines), ("train_step", _train_lines), ("tiling", _tiling_lines)):
+        if key in res:
+            lines += [""] + fn(res)
+    return lines
+
+
 def run_perf_dsn(args) -> int:
+    import json
+
+    from .errors import BenchError
+
     device = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
     cfg = dict(DEFAULTS["cuda" if device.type == "cuda" else "cpu"])
     sizes = _parse_sizes(getattr(args, "sizes", None))
@@ -477,20 +563,25 @@ def run_perf_dsn(args) -> int:
         cfg["sizes"] = sizes
     if _parse_sizes(getattr(args, "mem_sizes", None)):
         cfg["mem_sizes"] = _parse_sizes(args.mem_sizes)
-    for key in ("tile", "overlap", "mem_blocks", "gap_scale"):
+    for key in ("tile", "overlap", "mem_blocks", "gap_scale", "crop", "runs", "steps", "warmup"):
         if getattr(args, key, None) is not None:
             cfg[key] = getattr(args, key)
-    if getattr(args, "crop", 180) != 180 or device.type == "cuda":
-        cfg["crop"] = args.crop
-    if getattr(args, "runs", None):
-        cfg["runs"] = args.runs
-    if getattr(args, "steps", None):
-        cfg["steps"] = args.steps
-    res = measure_all(device, cfg, channels_last=bool(getattr(args, "channels_last", False)),
-                      weights=getattr(args, "weights", None),
-                      progress=lambda s: print(f"[perf dsn] {s}", flush=True))
+    sections = tuple(s.strip() for s in (getattr(args, "sections", None) or ",".join(SECTIONS)).split(",") if s.strip())
+    bad = [s for s in sections if s not in SECTIONS]
+    if bad or not sections:
+        raise BenchError(f"unknown perf dsn section {', '.join(bad) or '(none)'}; choose from {', '.join(SECTIONS)}")
+    cl = {"auto": None, "on": True, "off": False}[getattr(args, "channels_last", None) or "auto"]
+    res = measure_all(device, cfg, channels_last=cl, weights=getattr(args, "weights", None),
+                      progress=lambda s: print(f"[perf dsn] {s}", flush=True), sections=sections)
     out = results_root() / "perf"
     tag = "cuda" if device.type == "cuda" else "cpu"
+    previous = None
+    if (out / f"dsn_{tag}.json").exists() and set(sections) != set(SECTIONS):
+        try:
+            previous = json.loads((out / f"dsn_{tag}.json").read_text())
+        except (OSError, ValueError):
+            previous = None
+    res = merge_results(previous, res)
     write_json(out / f"dsn_{tag}.json", res)
     lines = report_lines(res)
     write_text(out / f"dsn_{tag}.md", "\n".join(lines) + "\n")

@@ -3,6 +3,7 @@
 CPU only, tiny inputs.  Expected numbers come from dsn_reference.md sections 1.6, 1.7 and 7.
 """
 
+import copy
 import hashlib
 import math
 
@@ -302,6 +303,34 @@ def test_variant(name):
         assert (e - h).abs().max() > 1e-3
         assert (m.features_degrade(e) - h).abs().max() < 1e-4
         assert m.degrade(x).shape == x.shape
+
+
+@pytest.mark.parametrize("subnet", ["rram", "rram_tied", "chain", "no_attention", "se_resblk"])
+def test_fast_inference_is_bit_identical_and_leaves_training_alone(subnet):
+    torch.manual_seed(0)
+    plain = _perturb(DSN(n_blocks=2, subnet=subnet, rounds=3), seed=11, scale=0.05)
+    fast = copy.deepcopy(plain).set_fast_inference(True, channels_last=False)
+    x = torch.rand(2, 3, 9, 13, generator=torch.Generator().manual_seed(12))
+    with torch.no_grad():
+        ref = plain.enhance(x)
+        assert (ref - plain.reconstruct(x)).abs().max() > 1e-2   # the blocks really act
+        assert torch.equal(fast.enhance(x), ref)
+        assert torch.equal(fast.degrade(x), plain.degrade(x))
+    with torch.inference_mode():
+        assert torch.equal(fast.enhance(x), ref)
+    # autograd on: the out-of-place path, same values and gradients
+    xg = x.clone().requires_grad_(True)
+    fast.enhance(xg).square().sum().backward()
+    xp = x.clone().requires_grad_(True)
+    plain.enhance(xp).square().sum().backward()
+    assert torch.equal(xg.grad, xp.grad)
+    # channels-last storage: same function up to float rounding
+    cl = copy.deepcopy(plain).set_fast_inference(True, channels_last=True)
+    assert cl.inference_path() == {"inplace": True, "channels_last": True}
+    assert cl.operations[1].F.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        assert (cl.enhance(x) - ref).abs().max() < 1e-5 * ref.abs().max()
+    assert copy.deepcopy(cl).set_fast_inference(False).inference_path() == {"inplace": False, "channels_last": False}
 
 
 def test_four_blocks_and_unused_excluded():

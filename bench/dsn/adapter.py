@@ -129,6 +129,7 @@ class DSNConfig:
     # --- precision (bench/amp.py; fp32 = "off" is the protocol, anything else is flagged) ---
     amp: str = "off"                # training autocast: off | bf16 | fp16 (fp16 with a gradient scaler)
     amp_inference: str = "off"      # inference autocast (a test-time option: changing it never retrains)
+    inference: str = "fast"         # fast (in place; channels-last on CPU) | plain (the straightforward forward)
 
     def validate(self) -> None:
         from .model import SUBNETS, make_subnet_constructor
@@ -156,6 +157,8 @@ class DSNConfig:
             raise unknown_name("small_images mode of ours", self.small_images, ["reflect", "clip"])
         if self.select not in ("last", "val_psnr"):
             raise unknown_name("select policy of ours", self.select, ["last", "val_psnr"])
+        if self.inference not in ("fast", "plain"):
+            raise unknown_name("inference path of ours", self.inference, ["fast", "plain"])
         for name in ("amp", "amp_inference"):
             if getattr(self, name) not in AMP_MODES:
                 raise unknown_name(f"{name} mode of ours", getattr(self, name), list(AMP_MODES))
@@ -257,7 +260,7 @@ class DSNMethod(TorchMethod):
     uses_pairs = True
     tileable = True                 # fully convolutional; the global channel-attention means are gathered
                                     # image-wide by bench/tiling.py's extra pass
-    test_time_options = frozenset({"amp_inference"})
+    test_time_options = frozenset({"amp_inference", "inference"})
     Config = DSNConfig
     profiles = {
         # a few iterations of tiny crops: exercises every code path (n_blocks stays 8)
@@ -298,6 +301,11 @@ class DSNMethod(TorchMethod):
 
     def begin_setup(self) -> None:
         self.trained = None   # forget what earlier weights said
+
+    def setup(self, device: torch.device, weights: Path | None = None) -> dict[str, Any]:
+        super().setup(device, weights)
+        self.model.set_fast_inference(self.config.inference == "fast")
+        return self.provenance()
 
     def check_checkpoint_meta(self, path: Path, meta: Mapping[str, Any]) -> None:
         have, want = meta.get("structure") or {}, self.structure()
@@ -376,6 +384,7 @@ class DSNMethod(TorchMethod):
             "loss": c.loss, "backward_loss": bool(c.backward_loss), "lambda_h": c.lambda_h, "lambda_l": c.lambda_l,
             "schedule": self.schedule_description(),
             "amp": c.amp, "amp_inference": c.amp_inference,
+            "inference_path": self.model.inference_path() if self.model is not None else None,
             "encoder": family,
             "encoder_choice": c.encoder,
             "encoder_kind": info.get("kind"),
@@ -442,5 +451,5 @@ class DSNMethod(TorchMethod):
                           seed=seed, device=device, enhance_fn=model.enhance, val_pairs=val_pairs, meta=meta,
                           progress=progress, desc=f"train ours ({c.variant})")
         ckpt = trainer.run()
-        model.eval()
+        model.eval().set_fast_inference(c.inference == "fast")   # as setup() would after loading ckpt
         return ckpt

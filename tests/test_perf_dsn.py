@@ -1,0 +1,44 @@
+"""``bench perf dsn`` end to end at toy sizes: every section runs, the inference paths agree, and a partial
+re-run replaces only its own section.  Timings are never asserted (benchmarks, not tests)."""
+
+import json
+
+from bench.cli import main
+
+TINY = ["perf", "dsn", "--device", "cpu", "--sizes", "9x13", "--runs", "2", "--warmup", "1",
+        "--crop", "8", "--steps", "1", "--mem-sizes", "14x18,28x36", "--tile", "12", "--overlap", "4",
+        "--mem-blocks", "1"]
+
+
+def test_perf_dsn_runs_every_section_then_merges_a_partial_rerun(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("BENCH_RESULTS", str(tmp_path))
+    assert main(TINY) == 0
+    res = json.loads((tmp_path / "perf" / "dsn_cpu.json").read_text())
+    assert set(res["sections"]) == {"enhance", "train", "tiling"}
+    paths = res["enhance"]["9x13"]
+    assert {"eager", "inference_mode", "channels_last", "in_place", "ours"} <= set(paths)
+    assert paths["in_place"]["max_abs_diff_vs_eager"] == 0.0          # the in-place path is bit-identical
+    assert paths["ours"]["channels_last"] and paths["ours"]["fast"]     # bench run's CPU path
+    assert 0 < paths["ours"]["max_abs_diff_vs_eager"] < 1e-4
+    rows = res["tiling"]["sizes"]
+    assert [r["size"] for r in rows] == ["14x18", "28x36"]
+    # the same 12x12 tile at 4x the pixels: the tiled peak grows only by the output buffer
+    assert rows[1]["tiled_peak_mib"] - rows[0]["tiled_peak_mib"] < 2 * rows[1]["output_buffer_mib"] + 0.05
+    assert rows[1]["whole_peak_mib"] > 2 * rows[1]["tiled_peak_mib"]
+    md = (tmp_path / "perf" / "dsn_cpu.md").read_text()
+    assert "| 9x13 | ours |" in md and "## Training step" in md and "| 28x36 |" in md
+
+    before = res["sections"]["enhance"]
+    assert main(TINY[:4] + ["--sections", "tiling", "--mem-sizes", "14x18,20x24", "--tile", "12",
+                            "--overlap", "4", "--mem-blocks", "1"]) == 0
+    again = json.loads((tmp_path / "perf" / "dsn_cpu.json").read_text())
+    assert again["sections"]["enhance"] == before and again["enhance"] == res["enhance"]
+    assert [r["size"] for r in again["tiling"]["sizes"]] == ["14x18", "20x24"]
+    assert "| 9x13 | ours |" in (tmp_path / "perf" / "dsn_cpu.md").read_text()
+
+
+def test_perf_dsn_refuses_an_unknown_section(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("BENCH_RESULTS", str(tmp_path))
+    assert main(["perf", "dsn", "--device", "cpu", "--sections", "enhance,speed"]) == 2
+    assert "unknown perf dsn section speed" in capsys.readouterr().err
+    assert not (tmp_path / "perf").exists()
