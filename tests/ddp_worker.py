@@ -19,19 +19,9 @@ from bench.distributed import ddp_step, init_from_env, unwrap
 from bench.dsn.losses import l2_loss, quantize_ste
 from bench.dsn.model import DSN
 from bench.training import CropSampler, seed_all
+from train_pairs import ArrayPair
 
 GLOBAL_BATCH = 2
-
-
-class ArrayPair:
-    def __init__(self, pid, low, high):
-        self.id, self._low, self._high = pid, low, high
-
-    def load_low(self):
-        return self._low
-
-    def load_high(self):
-        return self._high
 
 
 def pairs():

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import torch
 
-from bench import registry
 from bench.errors import BenchError
 from bench.methods.base import build_config
 from bench.training import derive_seed, load_torch
@@ -22,13 +21,9 @@ from baselines.distort_recover.env import (DQNBatch, Episode, ReplayQueue, State
                                            resize_for_state)
 from baselines.distort_recover.features import DeepFeatures, l2_normalize_eps1
 from baselines.distort_recover.qnet import DQN, QNetwork, q_parameter_count
+from train_pairs import ArrayPair
 
 torch.set_num_threads(1)
-
-
-@pytest.fixture
-def registered(monkeypatch):
-    monkeypatch.setitem(registry.METHODS, "distort-recover", "baselines.distort_recover.adapter:DistortRecover")
 
 
 @pytest.fixture(scope="module")
@@ -37,17 +32,6 @@ def smoke_method():
     m = DistortRecover(build_config(DistortRecover, "smoke", {}))
     m.setup(torch.device("cpu"))
     return m
-
-
-class _Pair:
-    def __init__(self, pid, low, high):
-        self.id, self._low, self._high = pid, low, high
-
-    def load_low(self):
-        return self._low
-
-    def load_high(self):
-        return self._high
 
 
 # ---- metadata, recipe, size --------------------------------------------------------------------------
@@ -319,7 +303,7 @@ def test_smoke_training_updates_the_networks(tmp_path, smoke_method):
     pairs = []
     for i in range(6):
         high = rng.integers(0, 256, size=(40, 50, 3), dtype=np.uint8)
-        pairs.append(_Pair(f"p{i}", (high * 0.6).astype(np.uint8), high))
+        pairs.append(ArrayPair(f"p{i}", (high * 0.6).astype(np.uint8), high))
     m = DistortRecover(build_config(DistortRecover, "smoke", {"deep_features": "none"}))
     m.setup(torch.device("cpu"))
     init = m._new_model(derive_seed(7, "init"))
@@ -343,7 +327,7 @@ def test_smoke_training_updates_the_networks(tmp_path, smoke_method):
     smoke_method.setup(torch.device("cpu"))
 
 
-def test_end_to_end_demo_smoke(registered):
+def test_end_to_end_demo_smoke():
     from bench.fsutil import read_yaml
     from bench.run import RunSpec, execute
 
@@ -375,7 +359,7 @@ def test_gpu_paper_configuration_trains_and_times(tmp_path):
     pairs = []
     for i in range(16):
         high = rng.integers(0, 256, size=(333, 500, 3), dtype=np.uint8)
-        pairs.append(_Pair(f"p{i}", (high * rng.uniform(0.4, 0.9)).astype(np.uint8), high))
+        pairs.append(ArrayPair(f"p{i}", (high * rng.uniform(0.4, 0.9)).astype(np.uint8), high))
     steps = 300
     m = DistortRecover(build_config(DistortRecover, "paper", {"max_steps": str(steps), "checkpoint_every": "0"}))
     t0 = time.perf_counter()
@@ -383,7 +367,7 @@ def test_gpu_paper_configuration_trains_and_times(tmp_path):
     setup_s = time.perf_counter() - t0
     assert m.trainable_parameters() == 70_892_044
     t0 = time.perf_counter()
-    ckpt = m.train(pairs, [], tmp_path / "train", seed=0, progress=False)
+    m.train(pairs, [], tmp_path / "train", seed=0, progress=False)
     torch.cuda.synchronize()
     train_s = time.perf_counter() - t0
     with open(tmp_path / "train" / "train_log.csv") as f:

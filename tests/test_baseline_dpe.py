@@ -19,6 +19,8 @@ from baselines.dpe.adapter import DPE, CanvasSampler, DPEConfig, canvas_loss, dp
 from baselines.dpe.canvas import canvas_shape, dihedral, resize, run_on_canvas, to_canvas
 from baselines.dpe.model import SELU_ALPHA, SELU_SCALE, DPEGenerator, DPESELU, symmetric_pad
 
+from train_pairs import png_pairs
+
 torch.set_num_threads(1)
 
 
@@ -30,18 +32,7 @@ def _method(seed: int = 0, **overrides) -> DPE:
 
 
 def _pairs(tmp_path, sizes=((30, 40), (50, 20))) -> list[TrainPair]:
-    from PIL import Image
-
-    rng = np.random.default_rng(11)
-    out = []
-    for i, size in enumerate(sizes):
-        low = (rng.random((*size, 3)) * 70).astype(np.uint8)
-        high = np.clip(low.astype(int) * 3 + 10, 0, 255).astype(np.uint8)
-        lp, hp = tmp_path / f"low{i}.png", tmp_path / f"high{i}.png"
-        Image.fromarray(low).save(lp)
-        Image.fromarray(high).save(hp)
-        out.append(TrainPair(f"p{i}", lp, hp))
-    return out
+    return png_pairs(tmp_path, sizes)
 
 
 def _smooth(h: int, w: int) -> torch.Tensor:

@@ -15,6 +15,8 @@ from baselines.drbn.adapter import DRBN, DRBNConfig, drbn_schedule, edsr_epoch_i
 from baselines.drbn.losses import drbn_loss, gaussian_window, ssim
 from baselines.drbn.model import RDB, DRBNNet, pad_to_multiple
 
+from train_pairs import png_pairs
+
 torch.set_num_threads(1)
 
 
@@ -26,18 +28,7 @@ def _method(seed: int = 0, **overrides) -> DRBN:
 
 
 def _pairs(tmp_path, sizes=((40, 44), (36, 40), (44, 36))) -> list[TrainPair]:
-    from PIL import Image
-
-    rng = np.random.default_rng(11)
-    out = []
-    for i, size in enumerate(sizes):
-        low = (rng.random((*size, 3)) * 70).astype(np.uint8)
-        high = np.clip(low.astype(int) * 3 + 10, 0, 255).astype(np.uint8)
-        lp, hp = tmp_path / f"low{i}.png", tmp_path / f"high{i}.png"
-        Image.fromarray(low).save(lp)
-        Image.fromarray(high).save(hp)
-        out.append(TrainPair(f"p{i}", lp, hp))
-    return out
+    return png_pairs(tmp_path, sizes)
 
 
 def _independent_ssim(a: np.ndarray, b: np.ndarray) -> float:

@@ -9,7 +9,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bench import registry
 from bench.errors import BenchError
 from bench.methods.base import build_config
 from bench.training import Batch, load_torch
@@ -37,11 +36,6 @@ from baselines.kind.model import (
 )
 
 torch.set_num_threads(1)
-
-
-@pytest.fixture
-def registered(monkeypatch):
-    monkeypatch.setitem(registry.METHODS, "kind", "baselines.kind.adapter:KinD")
 
 
 def _method(profile: str = "smoke", seed: int = 0, **overrides) -> KinD:
@@ -438,7 +432,7 @@ def test_map_sampler_crops_maps_at_the_same_position_and_resumes():
     assert MapCropSampler(["a", "b"], [low, small], [low, small], 16, 1, 3, small="clip").crop == 10
 
 
-def test_end_to_end_smoke_run_three_stages_and_resume(registered):
+def test_end_to_end_smoke_run_three_stages_and_resume():
     import yaml
 
     from bench.paths import results_root
@@ -544,7 +538,7 @@ def test_paper_sized_stage_steps_on_gpu_and_their_speed():
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
-def test_smoke_run_on_cuda(registered):
+def test_smoke_run_on_cuda():
     from bench.run import RunSpec, execute
 
     result = execute(RunSpec("kind", "demo", profile="smoke", device="cuda", progress=False))

@@ -9,7 +9,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bench import registry
 from bench.errors import BenchError
 from bench.methods.base import build_config
 from bench.training import Batch, load_torch
@@ -26,11 +25,6 @@ from baselines.retinexnet.denoise import denoise_reflectance
 from baselines.retinexnet.model import DECOM_PARAMS, RELIGHT_PARAMS, RetinexNetModel, tf_same_pad
 
 torch.set_num_threads(1)
-
-
-@pytest.fixture
-def registered(monkeypatch):
-    monkeypatch.setitem(registry.METHODS, "retinexnet", "baselines.retinexnet.adapter:RetinexNet")
 
 
 def _method(profile: str = "smoke", seed: int = 0, **overrides) -> RetinexNet:
@@ -299,7 +293,7 @@ def test_denoise_option_is_a_labelled_substitute():
     assert out.shape == low.shape and not torch.equal(out, default.enhance(low))
 
 
-def test_end_to_end_smoke_run_two_phases_and_resume(registered):
+def test_end_to_end_smoke_run_two_phases_and_resume():
     from bench.paths import results_root
     from bench.run import RunSpec, execute
 

@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 import torch
 
-from bench import registry
 from bench.errors import BenchError
 from bench.methods.base import build_config
 from bench.training import derive_seed, load_torch
@@ -25,13 +24,9 @@ from baselines.white_box.networks import (AGENT_PARAMS, CRITIC_PARAMS, TOTAL_PAR
                                           WhiteBoxNets, image_statistics)
 from baselines.white_box.rl import RLConfig, agent_step, critic_loss, step_penalty, step_reward
 from baselines.white_box.train import lr_schedule
+from train_pairs import ArrayPair
 
 torch.set_num_threads(1)
-
-
-@pytest.fixture
-def registered(monkeypatch):
-    monkeypatch.setitem(registry.METHODS, "white-box", "baselines.white_box.adapter:WhiteBox")
 
 
 @pytest.fixture(scope="module")
@@ -39,17 +34,6 @@ def smoke_method():
     m = WhiteBox(build_config(WhiteBox, "smoke", {}))
     m.setup(torch.device("cpu"))
     return m
-
-
-class _Pair:
-    def __init__(self, pid, low, high):
-        self.id, self._low, self._high = pid, low, high
-
-    def load_low(self):
-        return self._low
-
-    def load_high(self):
-        return self._high
 
 
 # ---- metadata, recipe, size --------------------------------------------------------------------------
@@ -315,7 +299,7 @@ def test_critic_and_value_losses_fall_on_fixed_batches():
 
 def test_smoke_training_updates_every_network(tmp_path):
     rng = np.random.default_rng(3)
-    pairs = [_Pair(f"p{i}", rng.integers(0, 120, (70, 90, 3), dtype=np.uint8),
+    pairs = [ArrayPair(f"p{i}", rng.integers(0, 120, (70, 90, 3), dtype=np.uint8),
                    rng.integers(60, 256, (70, 90, 3), dtype=np.uint8)) for i in range(4)]
     m = WhiteBox(build_config(WhiteBox, "smoke", {}))
     m.setup(torch.device("cpu"))
@@ -344,7 +328,7 @@ def test_interrupted_training_resumes_to_the_same_weights(tmp_path, monkeypatch)
     from baselines.white_box.train import WhiteBoxTraining
 
     rng = np.random.default_rng(4)
-    pairs = [_Pair(f"p{i}", rng.integers(0, 120, (66, 70, 3), dtype=np.uint8),
+    pairs = [ArrayPair(f"p{i}", rng.integers(0, 120, (66, 70, 3), dtype=np.uint8),
                    rng.integers(60, 256, (66, 70, 3), dtype=np.uint8)) for i in range(2)]
     cfg = build_config(WhiteBox, "smoke", {})            # iterations 0, 1, 2; checkpoints after 2 and 3
     straight = WhiteBox(cfg)
@@ -369,7 +353,7 @@ def test_interrupted_training_resumes_to_the_same_weights(tmp_path, monkeypatch)
     assert all(torch.equal(ref[k], got[k]) for k in ref)
 
 
-def test_end_to_end_demo_smoke(registered):
+def test_end_to_end_demo_smoke():
     from bench.fsutil import read_yaml
     from bench.run import RunSpec, execute
 

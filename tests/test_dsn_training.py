@@ -8,7 +8,6 @@ import pytest
 import torch
 import yaml
 
-from bench import registry
 from bench.dsn import adapter as adapter_mod
 from bench.dsn.adapter import ALT_VARIANTS, TABLE2, VARIANTS, DSNMethod
 from bench.dsn.losses import l1_loss, l2_loss, psnr_loss, quantize_ste
@@ -24,26 +23,9 @@ from bench.training import (
     latest_state,
     save_torch,
 )
+from train_pairs import ArrayPair
 
 torch.set_num_threads(1)
-
-
-@pytest.fixture
-def ours(monkeypatch):
-    monkeypatch.setitem(registry.METHODS, "ours", "bench.dsn.adapter:DSNMethod")
-
-
-class ArrayPair:
-    """A TrainPair stand-in holding arrays (the sampler only calls load_low/load_high)."""
-
-    def __init__(self, pid, low, high):
-        self.id, self._low, self._high = pid, low, high
-
-    def load_low(self):
-        return self._low
-
-    def load_high(self):
-        return self._high
 
 
 def _smooth(rng, h, w):
@@ -372,7 +354,7 @@ def test_official_layout_and_own_checkpoints_load(tmp_path):
         DSNMethod(_cfg()).setup(torch.device("cpu"), other)
 
 
-def test_end_to_end_smoke_run_records_encoder_and_training(ours):
+def test_end_to_end_smoke_run_records_encoder_and_training():
     from bench.run import RunSpec, execute
 
     result = execute(RunSpec("ours", "demo", profile="smoke", limit=1, progress=False))

@@ -14,21 +14,9 @@ from bench.dsn.adapter import TABLE2, VARIANTS, DSNMethod
 from bench.dsn.losses import l2_loss, quantize_ste
 from bench.dsn.model import DSN
 from bench.methods.base import build_config
+from train_pairs import ArrayPair
 
 torch.set_num_threads(1)
-
-
-class ArrayPair:
-    """A TrainPair stand-in holding arrays (the sampler only calls load_low/load_high)."""
-
-    def __init__(self, pid, low, high):
-        self.id, self._low, self._high = pid, low, high
-
-    def load_low(self):
-        return self._low
-
-    def load_high(self):
-        return self._high
 
 
 def _pairs():

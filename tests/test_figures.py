@@ -5,10 +5,7 @@ from __future__ import annotations
 import argparse
 import csv
 import hashlib
-import os
-import shutil
 import statistics
-import sys
 from pathlib import Path
 
 import pytest

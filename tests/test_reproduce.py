@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import csv
 import os
-import shutil
 import sys
 import types
 from pathlib import Path

@@ -28,8 +28,9 @@ import torch
 
 from bench.errors import BenchError
 from bench.fsutil import jsonable
-from bench.methods.base import Method, TrainPair, check_range
-from bench.training import STATE_FORMAT, WEIGHTS_FORMAT, Trainer, TrainSettings, derive_seed, load_torch
+from bench.methods.base import TrainPair, check_range
+from bench.methods.torch_method import TF_WEIGHTS, TorchMethod
+from bench.training import Trainer, TrainSettings, derive_seed, load_torch
 
 from .actions import ACTIONS, N_ACTIONS, apply_action
 from .env import HISTORY_MODES, DQNBatch, DQNSampler, Episode, StateBuilder, resize_for_state
@@ -144,7 +145,7 @@ def make_step_fn(dqn: DQN, c: DistortRecoverConfig):
     return step
 
 
-class DistortRecover(Method):
+class DistortRecover(TorchMethod):
     name = "distort-recover"
     display_name = "Distort-and-Recover"
     family = "reinforcement"
@@ -157,6 +158,7 @@ class DistortRecover(Method):
     pad_multiple = 1          # global actions: any size
     uses_pairs = True         # the reward needs each input's own target
     Config = DistortRecoverConfig
+    official_description = TF_WEIGHTS
     profiles = {
         # a handful of learning steps on 32x32 states with a small Q-network: every code path
         "smoke": {"state_size": 32, "hidden": (64, 64, 32), "max_steps": 6, "batch": 4, "min_after_dequeue": 8,
@@ -174,13 +176,9 @@ class DistortRecover(Method):
 
     def __init__(self, config: DistortRecoverConfig | None = None):
         super().__init__(config)
-        self.config.validate()
-        self.model: DQN | None = None
         self.features: DeepFeatures | None = None
         self.builder: StateBuilder | None = None
         self._features_key: tuple | None = None
-        self.weights_info: dict[str, Any] = {"weights_kind": "none (untrained, seeded initialisation)"}
-        self.trained: dict[str, Any] | None = None
         self.last_edits: dict[str, Any] | None = None
 
     # ---- model ------------------------------------------------------------------------------
@@ -198,37 +196,23 @@ class DistortRecover(Method):
         model.reset_parameters(seed)
         return model
 
-    def setup(self, device: torch.device, weights: Path | None = None) -> dict[str, Any]:
-        self.device = torch.device(device)
-        self._build_features(self.device)
-        self.model = self._new_model(UNTRAINED_SEED)
-        self.weights_info = {"weights_kind": "none (untrained, seeded initialisation)"}
+    def begin_setup(self) -> None:
+        super().begin_setup()
         self.trained = None
-        if weights is not None:
-            self._load(Path(weights))
-        self.model.eval()
-        return self.provenance()
+        self._build_features(self.device)
 
-    def _load(self, path: Path) -> None:
-        from bench.fsutil import sha256_file
+    def build_model(self) -> DQN:
+        return self._new_model(UNTRAINED_SEED)
 
-        obj = load_torch(path)
-        if not isinstance(obj, Mapping) or obj.get("format") not in (WEIGHTS_FORMAT, STATE_FORMAT):
-            raise BenchError(f"{path} is not a bench weights file")
-        meta = obj.get("meta") or {}
-        if meta.get("method") != self.name:
-            raise BenchError(f"{path} holds weights of method {meta.get('method')!r}, not {self.name}")
+    def check_checkpoint_meta(self, path: Path, meta: Mapping[str, Any]) -> None:
         assert self.features is not None
         want = self.features.identity()
         if meta.get("features") is not None and meta.get("features") != want:
             raise BenchError(f"{path} was trained on other state features ({meta.get('features')}) than this "
                              f"configuration builds ({want}); use the same deep_features / VGG-16 weights")
-        try:
-            self.model.load_state_dict(obj["model"], strict=True)
-        except (RuntimeError, KeyError) as e:
-            raise BenchError(f"{path}: {str(e).strip().splitlines()[0][:200]}") from None
+
+    def checkpoint_loaded(self, checkpoint: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
         self.trained = {k: meta.get(k) for k in ("seed", "schedule", "iterations", "n_train") if k in meta}
-        self.weights_info = {"weights_kind": "bench_checkpoint", "weights_sha256": sha256_file(path)}
 
     # ---- inference --------------------------------------------------------------------------
     def test_steps(self) -> int:

@@ -19,8 +19,9 @@ import torch
 
 from bench.errors import BenchError
 from bench.fsutil import jsonable
-from bench.methods.base import Method, TrainPair, check_range
-from bench.training import WEIGHTS_FORMAT, derive_seed, load_torch
+from bench.methods.base import TrainPair, check_range
+from bench.methods.torch_method import TF_WEIGHTS, TorchMethod
+from bench.training import derive_seed, load_torch
 
 from .data import linearize, preview
 from .filters import FILTERS
@@ -114,7 +115,7 @@ class WhiteBoxConfig:
                         discount=self.discount, use_td=self.use_td, gradient_penalty=self.gradient_penalty)
 
 
-class WhiteBox(Method):
+class WhiteBox(TorchMethod):
     name = "white-box"
     display_name = "White-Box"
     family = "reinforcement"
@@ -126,6 +127,7 @@ class WhiteBox(Method):
     pad_multiple = 1          # global filters replayed at any size
     uses_pairs = True         # needs the reference images, but only as an unpaired target set (see SOURCE.md)
     Config = WhiteBoxConfig
+    official_description = TF_WEIGHTS
     profiles = {
         # a few iterations on 4-image batches with 2-step trajectories: every code path. The pool holds one batch
         # and each iteration runs 2 generator steps, so every critic step finds finished trajectories
@@ -144,10 +146,6 @@ class WhiteBox(Method):
 
     def __init__(self, config: WhiteBoxConfig | None = None):
         super().__init__(config)
-        self.config.validate()
-        self.model: WhiteBoxNets | None = None
-        self.weights_info: dict[str, Any] = {"weights_kind": "none (untrained, seeded initialisation)"}
-        self.trained: dict[str, Any] | None = None
         self.last_edits: dict[str, Any] | None = None
 
     def _new_model(self, seed: int) -> WhiteBoxNets:
@@ -156,32 +154,16 @@ class WhiteBox(Method):
         nets.reset_parameters(seed)
         return nets.to(self.device)
 
-    def setup(self, device: torch.device, weights: Path | None = None) -> dict[str, Any]:
-        self.device = torch.device(device)
-        self.model = self._new_model(UNTRAINED_SEED)
-        self.weights_info = {"weights_kind": "none (untrained, seeded initialisation)"}
+    def begin_setup(self) -> None:
+        super().begin_setup()
         self.trained = None
-        if weights is not None:
-            self._load(Path(weights))
-        self.model.eval()
-        return self.provenance()
 
-    def _load(self, path: Path) -> None:
-        from bench.fsutil import sha256_file
+    def build_model(self) -> WhiteBoxNets:
+        return self._new_model(UNTRAINED_SEED)
 
-        obj = load_torch(path)
-        if not isinstance(obj, Mapping) or obj.get("format") != WEIGHTS_FORMAT:
-            raise BenchError(f"{path} is not a bench weights file")
-        meta = obj.get("meta") or {}
-        if meta.get("method") != self.name:
-            raise BenchError(f"{path} holds weights of method {meta.get('method')!r}, not {self.name}")
-        try:
-            self.model.load_state_dict(obj["model"], strict=True)
-        except (RuntimeError, KeyError) as e:
-            raise BenchError(f"{path}: {str(e).strip().splitlines()[0][:200]}") from None
+    def checkpoint_loaded(self, checkpoint: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
         self.trained = {k: meta.get(k) for k in ("seed", "schedule", "iterations", "n_inputs", "n_targets")
                         if k in meta}
-        self.weights_info = {"weights_kind": "bench_checkpoint", "weights_sha256": sha256_file(path)}
 
     # ---- inference --------------------------------------------------------------------------
     @torch.no_grad()
