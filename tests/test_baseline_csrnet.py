@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-import yaml
 
 from bench.errors import BenchError
 from bench.methods.base import TrainPair, build_config
@@ -13,6 +12,7 @@ from baselines.csrnet.adapter import CSRNetConfig, CSRNetMethod, WholePairSample
 from baselines.csrnet.model import CSRNet
 
 from train_pairs import png_pairs
+from smoke import smoke_run
 
 torch.set_num_threads(1)
 
@@ -189,11 +189,4 @@ def test_config_validation():
 
 
 def test_end_to_end_smoke(monkeypatch):
-    from bench.run import RunSpec, execute
-
-    result = execute(RunSpec("csrnet", "demo", profile="smoke", progress=False))
-    assert (result.run_dir / "DONE").exists()
-    doc = yaml.safe_load((result.run_dir / "config.yaml").read_text())
-    assert doc["trainable_parameters"] == 36_489 and doc["weights"]["source"] == "trained"
-    rows = {r["metric"]: float(r["mean"]) for r in result.metrics}
-    assert np.isfinite(rows["psnr"])
+    result, doc, rows = smoke_run("csrnet", params=36_489)

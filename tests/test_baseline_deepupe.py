@@ -12,11 +12,11 @@ import torch
 
 from bench.errors import BenchError
 from bench.methods.base import build_config
-from bench.run import RunSpec, execute
 from baselines.deepupe import adapter as deepupe_adapter
 from baselines.deepupe import model as U
 from baselines.deepupe.adapter import DeepUPE, DeepUPEConfig
 from baselines.hdrnet import bilateral
+from smoke import adam_losses, smoke_run
 
 torch.set_num_threads(1)
 
@@ -163,28 +163,15 @@ def test_training_lowers_the_loss_on_a_fixed_batch(loss):
     m = DeepUPE(build_config(DeepUPE, "smoke", {"loss": loss}))
     m.setup(torch.device("cpu"))
     m.model.train()
-    opt = torch.optim.Adam(m.model.parameters(), lr=1e-3)
     low = torch.cat([_scene(32, 32, seed=s, scale=0.3) for s in range(2)])
     high = ((low / 0.3) ** 0.8).clamp(0, 1)
-    losses = []
-    for _ in range(25):
-        opt.zero_grad()
-        loss_value = m.loss_terms(low, high)["loss"]
-        loss_value.backward()
-        opt.step()
-        losses.append(float(loss_value.detach()))
+    losses = adam_losses(m.model.parameters(), lambda: m.loss_terms(low, high)["loss"])
     assert np.mean(losses[-3:]) < 0.5 * np.mean(losses[:3])
 
 
 def test_smoke_run_end_to_end_and_checkpoint_checks(monkeypatch):
-    result = execute(RunSpec("deepupe", "demo", profile="smoke", progress=False))
-    assert (result.run_dir / "DONE").exists()
-    import yaml
-
-    cfg = yaml.safe_load((result.run_dir / "config.yaml").read_text())
-    assert cfg["trainable_parameters"] == 998_816 and cfg["weights"]["source"] == "trained"
-    psnr = {r["metric"]: float(r["mean"]) for r in result.metrics}["psnr"]
-    assert np.isfinite(psnr) and psnr > 5
+    result, cfg, means = smoke_run("deepupe", params=998_816)
+    assert means["psnr"] > 5
     ckpt = Path(cfg["weights"]["path"])
     # the checkpoint is refused by HDRNet (other method) and by a DeepUPE with another structure
     from baselines.hdrnet.adapter import HDRNet

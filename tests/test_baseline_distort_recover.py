@@ -22,6 +22,7 @@ from baselines.distort_recover.env import (DQNBatch, Episode, ReplayQueue, State
 from baselines.distort_recover.features import DeepFeatures, l2_normalize_eps1
 from baselines.distort_recover.qnet import DQN, QNetwork, q_parameter_count
 from train_pairs import ArrayPair
+from smoke import adam_losses
 
 torch.set_num_threads(1)
 
@@ -252,14 +253,7 @@ def test_td_loss_falls_on_a_fixed_batch():
     b = _batch()
     b.term[:] = 1.0                                            # fixed targets y = r
     step = make_step_fn(dqn, DistortRecoverConfig(target_update=10**6))
-    opt = torch.optim.Adam(dqn.online.parameters(), lr=1e-2)
-    losses = []
-    for _ in range(30):
-        opt.zero_grad()
-        loss = step(b)["loss"]
-        loss.backward()
-        opt.step()
-        losses.append(float(loss.detach()))
+    losses = adam_losses(dqn.online.parameters(), lambda: step(b)["loss"], steps=30, lr=1e-2)
     assert np.mean(losses[-3:]) < 0.1 * np.mean(losses[:3])
 
 

@@ -11,7 +11,6 @@ import math
 import numpy as np
 import pytest
 import torch
-import yaml
 
 from bench.errors import BenchError
 from bench.methods.base import TrainPair, build_config
@@ -20,6 +19,7 @@ from baselines.dpe.canvas import canvas_shape, dihedral, resize, run_on_canvas, 
 from baselines.dpe.model import SELU_ALPHA, SELU_SCALE, DPEGenerator, DPESELU, symmetric_pad
 
 from train_pairs import png_pairs
+from smoke import smoke_run
 
 torch.set_num_threads(1)
 
@@ -268,11 +268,4 @@ def test_training_lowers_loss_on_fixed_batch():
 
 
 def test_end_to_end_smoke(monkeypatch):
-    from bench.run import RunSpec, execute
-
-    result = execute(RunSpec("dpe", "demo", profile="smoke", progress=False))
-    assert (result.run_dir / "DONE").exists()
-    doc = yaml.safe_load((result.run_dir / "config.yaml").read_text())
-    assert doc["trainable_parameters"] == 3_335_395 and doc["weights"]["source"] == "trained"
-    rows = {r["metric"]: float(r["mean"]) for r in result.metrics}
-    assert np.isfinite(rows["psnr"])
+    result, doc, rows = smoke_run("dpe", params=3_335_395)

@@ -7,7 +7,6 @@ import math
 import numpy as np
 import pytest
 import torch
-import yaml
 
 from bench.errors import BenchError
 from bench.methods.base import TrainPair, build_config
@@ -16,6 +15,7 @@ from baselines.drbn.losses import drbn_loss, gaussian_window, ssim
 from baselines.drbn.model import RDB, DRBNNet, pad_to_multiple
 
 from train_pairs import png_pairs
+from smoke import smoke_run
 
 torch.set_num_threads(1)
 
@@ -231,11 +231,4 @@ def test_train_checkpoint_roundtrip(tmp_path):
 
 
 def test_end_to_end_smoke(monkeypatch):
-    from bench.run import RunSpec, execute
-
-    result = execute(RunSpec("drbn", "demo", profile="smoke", progress=False))
-    assert (result.run_dir / "DONE").exists()
-    doc = yaml.safe_load((result.run_dir / "config.yaml").read_text())
-    assert doc["trainable_parameters"] == 557_668 and doc["weights"]["source"] == "trained"
-    rows = {r["metric"]: float(r["mean"]) for r in result.metrics}
-    assert np.isfinite(rows["psnr"])
+    result, doc, rows = smoke_run("drbn", params=557_668)

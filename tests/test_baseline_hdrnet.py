@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from bench.methods.base import build_config
-from bench.run import RunSpec, execute
 from baselines.hdrnet import bilateral as B
 from baselines.hdrnet.adapter import HDRNet, HDRNetConfig
 from baselines.hdrnet.model import ConvLayer, HDRNetModel, resize_lowres
+from smoke import adam_losses, smoke_run
 
 torch.set_num_threads(1)
 
@@ -214,26 +214,12 @@ def test_training_lowers_the_loss_on_a_fixed_batch():
     m = HDRNet()
     m.setup(torch.device("cpu"))
     m.model.train()
-    opt = torch.optim.Adam(m.model.parameters(), lr=1e-3)
     low, high = _fixed_batch()
-    losses = []
-    for _ in range(25):
-        opt.zero_grad()
-        loss = m.loss_terms(low, high)["loss"]
-        loss.backward()
-        opt.step()
-        losses.append(float(loss.detach()))
+    losses = adam_losses(m.model.parameters(), lambda: m.loss_terms(low, high)["loss"])
     assert np.mean(losses[-3:]) < 0.5 * np.mean(losses[:3])
 
 
 def test_smoke_run_end_to_end(monkeypatch):
-    result = execute(RunSpec("hdrnet", "demo", profile="smoke", progress=False))
-    assert (result.run_dir / "DONE").exists()
-    import yaml
-
-    cfg = yaml.safe_load((result.run_dir / "config.yaml").read_text())
-    assert cfg["trainable_parameters"] == 482_080
-    assert cfg["weights"]["source"] == "trained"
+    result, cfg, means = smoke_run("hdrnet", params=482_080)
     assert cfg["protocol"]["weights_kind"] == "bench_checkpoint"
-    psnr = {r["metric"]: float(r["mean"]) for r in result.metrics}["psnr"]
-    assert np.isfinite(psnr) and psnr > 5
+    assert means["psnr"] > 5

@@ -34,6 +34,7 @@ from baselines.kind.model import (
     UpConcat,
     _pool,
 )
+from smoke import adam_losses
 
 torch.set_num_threads(1)
 
@@ -356,15 +357,7 @@ def _fixed_batch(seed=0, n=2, size=24):
 
 
 def _train(module, step, batch, steps, lr):
-    opt = torch.optim.Adam(list(module.parameters()), lr=lr)
-    losses = []
-    for _ in range(steps):
-        opt.zero_grad()
-        loss = step(batch)["loss"]
-        loss.backward()
-        opt.step()
-        losses.append(float(loss.detach()))
-    return losses
+    return adam_losses(list(module.parameters()), lambda: step(batch)["loss"], steps=steps, lr=lr)
 
 
 def test_decom_stage_lowers_its_loss():

@@ -25,6 +25,7 @@ from baselines.white_box.networks import (AGENT_PARAMS, CRITIC_PARAMS, TOTAL_PAR
 from baselines.white_box.rl import RLConfig, agent_step, critic_loss, step_penalty, step_reward
 from baselines.white_box.train import lr_schedule
 from train_pairs import ArrayPair
+from smoke import adam_losses
 
 torch.set_num_threads(1)
 
@@ -286,14 +287,8 @@ def test_critic_and_value_losses_fall_on_fixed_batches():
     # the value network regresses onto fixed (stop-gradient) Q targets: v_loss = mean((Q - V)²)
     value = Critic(11)
     states, q = torch.zeros(4, 11), torch.tensor([[0.5], [-0.2], [0.1], [0.3]])
-    opt = torch.optim.Adam(value.parameters(), lr=1e-3, betas=(0.5, 0.9))
-    v_losses = []
-    for _ in range(10):
-        loss = ((q - value(fake, states)) ** 2).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        v_losses.append(float(loss.detach()))
+    v_losses = adam_losses(value.parameters(), lambda: ((q - value(fake, states)) ** 2).mean(), steps=10,
+                           betas=(0.5, 0.9))
     assert np.mean(v_losses[-3:]) < 0.5 * np.mean(v_losses[:3])
 
 

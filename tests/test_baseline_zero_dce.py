@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-import yaml
 
 from bench.errors import BenchError
 from bench.methods.base import TrainPair, build_config
 from baselines.zero_dce import losses as L
 from baselines.zero_dce.adapter import ResizedLowSampler, ZeroDCE, ZeroDCEConfig
 from baselines.zero_dce.model import apply_curves, le_curve
+from smoke import smoke_run
 
 torch.set_num_threads(1)
 
@@ -245,11 +245,4 @@ def test_config_validation():
 
 
 def test_end_to_end_smoke(monkeypatch):
-    from bench.run import RunSpec, execute
-
-    result = execute(RunSpec("zero-dce", "demo", profile="smoke", progress=False))
-    assert (result.run_dir / "DONE").exists()
-    doc = yaml.safe_load((result.run_dir / "config.yaml").read_text())
-    assert doc["trainable_parameters"] == 79_416 and doc["weights"]["source"] == "trained"
-    rows = {r["metric"]: float(r["mean"]) for r in result.metrics}
-    assert np.isfinite(rows["psnr"])
+    result, doc, rows = smoke_run("zero-dce", params=79_416)
