@@ -93,6 +93,7 @@ __all__ = [
     "load_torch",
     "load_weights",
     "latest_state",
+    "TrainDir",
     "iterations_per_epoch",
     "constant_lr_schedule",
     "epoch_schedule",
@@ -174,6 +175,96 @@ def latest_state(out_dir: Path) -> Path | None:
     """The training-state checkpoint with the highest iteration in ``out_dir`` (None if there is none)."""
     found = sorted((int(m.group(1)), p) for p in Path(out_dir).glob("state_*.pt") if (m := _STATE_RE.match(p.name)))
     return found[-1][1] if found else None
+
+
+class TrainDir:
+    """The files of one training directory, for every training loop: ``state_<iteration>.pt`` checkpoints
+    (rotated), CSV logs whose rows start with the iteration (cut back on resume), and ``train_done.json``,
+    which names the weights of a finished run and the hash of the settings that made them."""
+
+    def __init__(self, path: Path, settings_identity: Mapping[str, Any]):
+        self.path = Path(path)
+        self.settings_hash = canonical_hash(settings_identity)
+
+    @property
+    def done_path(self) -> Path:
+        return self.path / "train_done.json"
+
+    @property
+    def log_path(self) -> Path:
+        return self.path / "train_log.csv"
+
+    def state_path(self, iteration: int) -> Path:
+        return self.path / f"state_{iteration:08d}.pt"
+
+    def finished(self) -> Path | None:
+        """The weights of an already finished run with these settings (training is not repeated)."""
+        import json
+
+        if not self.done_path.exists():
+            return None
+        done = json.loads(self.done_path.read_text())
+        path = self.path / str(done.get("weights"))
+        if done.get("settings") == self.settings_hash and path.is_file():
+            return path
+        return None
+
+    def read_state(self, path: Path) -> Mapping[str, Any]:
+        """A training state written with these settings (anything else is refused)."""
+        state = load_torch(path)
+        if not isinstance(state, Mapping) or state.get("format") != STATE_FORMAT:
+            raise BenchError(f"{path} is not a training-state checkpoint")
+        if canonical_hash(state["settings"]) != self.settings_hash:
+            raise BenchError(f"{path} was written with other training settings; remove {self.path} to start over")
+        return state
+
+    def write_state(self, state: Mapping[str, Any], iteration: int, keep: int = 1) -> Path:
+        """Write the state of ``iteration`` atomically, then drop all but the newest ``keep`` states."""
+        path = self.state_path(iteration)
+        save_torch(dict(state), path)
+        states = sorted(p for p in self.path.glob("state_*.pt") if _STATE_RE.match(p.name))
+        for old in states[: max(0, len(states) - keep)]:
+            if old != path:
+                old.unlink(missing_ok=True)
+        return path
+
+    def finish(self, weights: Path, iteration: int, keep_final_state: bool) -> None:
+        """Mark the run finished with ``weights``; the states (3x the weights with Adam's moments) go unless kept."""
+        write_json(self.done_path, {"weights": weights.name, "iteration": iteration, "settings": self.settings_hash})
+        if not keep_final_state:
+            for old in self.path.glob("state_*.pt"):
+                old.unlink(missing_ok=True)
+
+    @staticmethod
+    def truncate_csv(path: Path, upto: int) -> None:
+        """Drop rows written after the checkpoint a run resumes from (they will be redone)."""
+        if not path.exists():
+            return
+        with open(path, newline="") as f:
+            rows = list(csv.reader(f))
+        if not rows:
+            return
+        keep = [rows[0]] + [r for r in rows[1:] if r and r[0].isdigit() and int(r[0]) <= upto]
+        if len(keep) != len(rows):
+            buf = io.StringIO()
+            csv.writer(buf, lineterminator="\n").writerows(keep)
+            write_text(path, buf.getvalue())
+
+    @staticmethod
+    def append_csv(path: Path, header: list[str], row: list[Any]) -> None:
+        new = not path.exists() or path.stat().st_size == 0
+        with open(path, "a", newline="") as f:
+            w = csv.writer(f, lineterminator="\n")
+            if new:
+                w.writerow(header)
+            w.writerow(row)
+
+    def append_log(self, iteration: int, columns: Sequence[str], values: Mapping[str, float], lr: float,
+                   elapsed: float) -> None:
+        """One ``train_log.csv`` row: iteration, the loss terms in ``columns`` order, lr, seconds so far."""
+        self.append_csv(self.log_path, ["iteration", *columns, "lr", "seconds"],
+                        [iteration, *(f"{values.get(c, float('nan')):.6g}" for c in columns), f"{lr:.6g}",
+                         f"{elapsed:.3f}"])
 
 
 # ------------------------------------------------------------------------------------------------
@@ -511,6 +602,7 @@ class Trainer:
         self.model, self.params = model, [p for p in params]
         self.sampler, self.step_fn, self.settings = sampler, step_fn, settings
         self.out_dir = Path(out_dir)
+        self.files = TrainDir(self.out_dir, settings.identity())
         self.seed, self.device = int(seed), torch.device(device)
         self.enhance_fn, self.val_pairs = enhance_fn, list(val_pairs)
         self.meta = dict(meta or {})
@@ -538,15 +630,8 @@ class Trainer:
 
     # ---- paths ------------------------------------------------------------------------------
     @property
-    def log_path(self) -> Path:
-        return self.out_dir / "train_log.csv"
-
-    @property
     def val_path(self) -> Path:
         return self.out_dir / "val.csv"
-
-    def state_path(self, iteration: int) -> Path:
-        return self.out_dir / f"state_{iteration:08d}.pt"
 
     # ---- state ------------------------------------------------------------------------------
     def state_dict(self, rng: Mapping[str, Any] | None = None, sampler: Mapping[str, Any] | None = None) -> dict:
@@ -562,11 +647,7 @@ class Trainer:
         }
 
     def load_state(self, path: Path) -> None:
-        state = load_torch(path)
-        if not isinstance(state, Mapping) or state.get("format") != STATE_FORMAT:
-            raise BenchError(f"{path} is not a training-state checkpoint")
-        if canonical_hash(state["settings"]) != canonical_hash(self.settings.identity()):
-            raise BenchError(f"{path} was written with other training settings; remove {self.out_dir} to start over")
+        state = self.files.read_state(path)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         sched = dict(state["scheduler"])
@@ -582,15 +663,10 @@ class Trainer:
         self.resumed_from = path
 
     def save_state(self, rng: Mapping[str, Any] | None = None, sampler: Mapping[str, Any] | None = None) -> Path:
-        path = self.state_path(self.iteration)
         if not self.dist.is_main():          # rank 0 writes; the others wait for it
             self.dist.barrier()
-            return path
-        save_torch(self.state_dict(rng, sampler), path)
-        states = sorted(p for p in self.out_dir.glob("state_*.pt") if _STATE_RE.match(p.name))
-        for old in states[: max(0, len(states) - self.settings.keep_states)]:
-            if old != path:
-                old.unlink(missing_ok=True)
+            return self.files.state_path(self.iteration)
+        path = self.files.write_state(self.state_dict(rng, sampler), self.iteration, self.settings.keep_states)
         self.dist.barrier()
         return path
 
@@ -598,31 +674,6 @@ class Trainer:
         save_torch({"format": WEIGHTS_FORMAT, "version": 1, "iteration": self.iteration, "selected": selected,
                     "model": self.model.state_dict(), "meta": self.meta}, path)
         return path
-
-    # ---- logs -------------------------------------------------------------------------------
-    def _truncate_csv(self, path: Path, upto: int) -> None:
-        """Drop rows written after the checkpoint we resume from (they will be redone)."""
-        if not path.exists():
-            return
-        with open(path, newline="") as f:
-            rows = list(csv.reader(f))
-        if not rows:
-            return
-        keep = [rows[0]] + [r for r in rows[1:] if r and r[0].isdigit() and int(r[0]) <= upto]
-        if len(keep) != len(rows):
-            buf = io.StringIO()
-            csv.writer(buf, lineterminator="\n").writerows(keep)
-            write_text(path, buf.getvalue())
-
-    def _append(self, path: Path, header: list[str], row: list[Any]) -> None:
-        if not self.dist.is_main():
-            return
-        new = not path.exists() or path.stat().st_size == 0
-        with open(path, "a", newline="") as f:
-            w = csv.writer(f, lineterminator="\n")
-            if new:
-                w.writerow(header)
-            w.writerow(row)
 
     # ---- validation -------------------------------------------------------------------------
     @torch.no_grad()
@@ -652,8 +703,8 @@ class Trainer:
             return
         t0 = time.perf_counter()
         psnr = self.validate()
-        self._append(self.val_path, ["iteration", "psnr", "n", "seconds"],
-                     [self.iteration, f"{psnr:.6f}", len(self.val_pairs), f"{time.perf_counter() - t0:.3f}"])
+        self.files.append_csv(self.val_path, ["iteration", "psnr", "n", "seconds"],
+                              [self.iteration, f"{psnr:.6f}", len(self.val_pairs), f"{time.perf_counter() - t0:.3f}"])
         if self.best is None or psnr > self.best["psnr"]:
             self.best = {"iteration": self.iteration, "psnr": psnr}
             if s.select == "val_psnr":
@@ -666,7 +717,7 @@ class Trainer:
     def run(self) -> Path:
         s = self.settings
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        finished = self._finished()
+        finished = self.files.finished()
         if finished is not None:
             return finished
         if self.device.type == "cuda":
@@ -678,8 +729,8 @@ class Trainer:
         elif self.init_optimizer_state is not None:
             self.init_optimizer_state(self.optimizer)
         if self.dist.is_main():
-            self._truncate_csv(self.log_path, self.iteration)
-            self._truncate_csv(self.val_path, self.iteration)
+            self.files.truncate_csv(self.files.log_path, self.iteration)
+            self.files.truncate_csv(self.val_path, self.iteration)
             write_json(self.out_dir / "train_settings.json",
                        {"settings": asdict(s), "sampler": getattr(self.sampler, "describe", dict)(), "seed": self.seed,
                         "device": str(self.device), "world_size": self.dist.world_size,
@@ -720,10 +771,9 @@ class Trainer:
                 self._phase = _Phase.CLEAN
                 if self.columns is None:
                     self.columns = list(values)
-                if self.iteration % max(1, s.log_every) == 0 or self.iteration == s.iterations:
-                    self._append(self.log_path, ["iteration", *self.columns, "lr", "seconds"],
-                                 [self.iteration, *(f"{values.get(c, float('nan')):.6g}" for c in self.columns),
-                                  f"{lr:.6g}", f"{self.elapsed:.3f}"])
+                if (self.iteration % max(1, s.log_every) == 0 or self.iteration == s.iterations) \
+                        and self.dist.is_main():
+                    self.files.append_log(self.iteration, self.columns, values, lr, self.elapsed)
                 bar.update(1)
                 bar.set_postfix(loss=f"{values['loss']:.4g}", lr=f"{lr:.2g}", refresh=False)
                 self._maybe_validate(final=self.iteration == s.iterations)
@@ -746,28 +796,8 @@ class Trainer:
             if main:
                 if not use_best:
                     self.save_weights(final, "last")
-                write_json(self.done_path, {"weights": final.name, "iteration": self.iteration,
-                                            "settings": canonical_hash(s.identity())})
-                if not s.keep_final_state:  # 3x the weights (Adam moments); nothing is left to resume
-                    for old in self.out_dir.glob("state_*.pt"):
-                        old.unlink(missing_ok=True)
+                self.files.finish(final, self.iteration, s.keep_final_state)
         return final
-
-    @property
-    def done_path(self) -> Path:
-        return self.out_dir / "train_done.json"
-
-    def _finished(self) -> Path | None:
-        """The weights of an already finished run with these settings (training is not repeated)."""
-        import json
-
-        if not self.done_path.exists():
-            return None
-        done = json.loads(self.done_path.read_text())
-        path = self.out_dir / str(done.get("weights"))
-        if done.get("settings") == canonical_hash(self.settings.identity()) and path.is_file():
-            return path
-        return None
 
     def _save_on_interrupt(self, last_saved: int) -> None:
         """Keep the last completed iteration when the user presses Ctrl-C (see module doc)."""

@@ -10,7 +10,6 @@ and the same file conventions as ``Trainer`` (``state_<iteration>.pt`` checkpoin
 
 from __future__ import annotations
 
-import csv
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -21,16 +20,16 @@ import torch
 from tqdm import tqdm
 
 from bench.errors import BenchError
-from bench.fsutil import canonical_hash, write_json
+from bench.fsutil import write_json
 from bench.methods.base import TrainPair
 from bench.training import (
     STATE_FORMAT,
     WEIGHTS_FORMAT,
     CropSampler,
+    TrainDir,
     capture_rng,
     derive_seed,
     latest_state,
-    load_torch,
     restore_rng,
     save_torch,
     seed_all,
@@ -206,6 +205,7 @@ class GanTrainer:
                  device: torch.device, progress: bool = True, n_patches: int = 5, patch: int = 32):
         self.G, self.D, self.DP, self.step, self.sampler = G, D, DP, step, sampler
         self.out_dir, self.settings, self.seed = Path(out_dir), settings, int(seed)
+        self.files = TrainDir(self.out_dir, settings.identity())
         self.meta, self.device, self.progress = dict(meta), device, progress
         self.n_patches, self.patch = int(n_patches), int(patch)
         betas = (settings.beta1, 0.999)
@@ -216,11 +216,7 @@ class GanTrainer:
         self.columns: list[str] | None = None
         self.on_iteration_end: Callable[[int], None] | None = None
 
-    # ---- files ------------------------------------------------------------------------------
-    @property
-    def done_path(self) -> Path:
-        return self.out_dir / "train_done.json"
-
+    # ---- files (bench.training.TrainDir) ----------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         return {"format": STATE_FORMAT, "version": 1, "iteration": self.iteration, "elapsed": self.elapsed,
                 "model": self.G.state_dict(), "D": self.D.state_dict(), "DP": self.DP.state_dict(),
@@ -229,19 +225,10 @@ class GanTrainer:
                 "columns": self.columns, "meta": self.meta}
 
     def save_state(self) -> Path:
-        path = self.out_dir / f"state_{self.iteration:08d}.pt"
-        save_torch(self.state_dict(), path)
-        for old in self.out_dir.glob("state_*.pt"):
-            if old != path:
-                old.unlink(missing_ok=True)
-        return path
+        return self.files.write_state(self.state_dict(), self.iteration)
 
     def load_state(self, path: Path) -> None:
-        st = load_torch(path)
-        if not isinstance(st, Mapping) or st.get("format") != STATE_FORMAT:
-            raise BenchError(f"{path} is not a training-state checkpoint")
-        if canonical_hash(st["settings"]) != canonical_hash(self.settings.identity()):
-            raise BenchError(f"{path} was written with other training settings; remove {self.out_dir} to start over")
+        st = self.files.read_state(path)
         self.G.load_state_dict(st["model"])
         self.D.load_state_dict(st["D"])
         self.DP.load_state_dict(st["DP"])
@@ -252,39 +239,6 @@ class GanTrainer:
         self.sampler.load_state_dict(st["sampler"])
         self.iteration, self.elapsed = int(st["iteration"]), float(st["elapsed"])
         self.columns = st.get("columns")
-
-    def _finished(self) -> Path | None:
-        import json
-
-        if not self.done_path.exists():
-            return None
-        done = json.loads(self.done_path.read_text())
-        path = self.out_dir / str(done.get("weights"))
-        if done.get("settings") == canonical_hash(self.settings.identity()) and path.is_file():
-            return path
-        return None
-
-    def _log(self, values: Mapping[str, float], lr: float) -> None:
-        path = self.out_dir / "train_log.csv"
-        if self.columns is None:
-            self.columns = list(values)
-        new = not path.exists() or path.stat().st_size == 0
-        with open(path, "a", newline="") as f:
-            w = csv.writer(f, lineterminator="\n")
-            if new:
-                w.writerow(["iteration", *self.columns, "lr", "seconds"])
-            w.writerow([self.iteration, *(f"{values.get(c, float('nan')):.6g}" for c in self.columns), f"{lr:.6g}",
-                        f"{self.elapsed:.3f}"])
-
-    def _truncate_log(self) -> None:
-        path = self.out_dir / "train_log.csv"
-        if not path.exists():
-            return
-        rows = list(csv.reader(open(path, newline="")))
-        keep = rows[:1] + [r for r in rows[1:] if r and r[0].isdigit() and int(r[0]) <= self.iteration]
-        if len(keep) != len(rows):
-            with open(path, "w", newline="") as f:
-                csv.writer(f, lineterminator="\n").writerows(keep)
 
     # ---- one iteration ----------------------------------------------------------------------
     def train_step(self) -> dict[str, float]:
@@ -321,7 +275,7 @@ class GanTrainer:
     def run(self) -> Path:
         s = self.settings
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        finished = self._finished()
+        finished = self.files.finished()
         if finished is not None:
             return finished
         seed_all(self.seed)
@@ -330,7 +284,7 @@ class GanTrainer:
         if latest is not None:
             self.load_state(latest)
             resumed = str(latest)
-        self._truncate_log()
+        self.files.truncate_csv(self.files.log_path, self.iteration)
         write_json(self.out_dir / "train_settings.json",
                    {"settings": asdict(s), "sampler": self.sampler.describe(), "seed": self.seed,
                     "device": str(self.device), "resumed_from": resumed, "meta": self.meta})
@@ -349,7 +303,9 @@ class GanTrainer:
                                      f"({values}); the last checkpoint is kept in {self.out_dir}")
                 self.iteration += 1
                 self.elapsed += time.perf_counter() - t0
-                self._log(values, lr)
+                if self.columns is None:
+                    self.columns = list(values)
+                self.files.append_log(self.iteration, self.columns, values, lr, self.elapsed)
                 bar.update(1)
                 bar.set_postfix(G=f"{values['loss_G']:.3g}", D=f"{values['loss_D']:.3g}", refresh=False)
                 if (s.checkpoint_every > 0 and self.iteration % s.checkpoint_every == 0) or self.iteration == s.iterations:
@@ -361,9 +317,5 @@ class GanTrainer:
         final = self.out_dir / "model_final.pt"
         save_torch({"format": WEIGHTS_FORMAT, "version": 1, "iteration": self.iteration, "selected": "last",
                     "model": self.G.state_dict(), "meta": self.meta}, final)
-        write_json(self.done_path, {"weights": final.name, "iteration": self.iteration,
-                                    "settings": canonical_hash(s.identity())})
-        if not s.keep_final_state:
-            for old in self.out_dir.glob("state_*.pt"):
-                old.unlink(missing_ok=True)
+        self.files.finish(final, self.iteration, s.keep_final_state)
         return final

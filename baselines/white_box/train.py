@@ -19,10 +19,8 @@ decay, ×0.1 per third of training); Adam β = (0.5, 0.9).
 
 from __future__ import annotations
 
-import csv
 import logging
 import random
-import re
 import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -31,20 +29,17 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from bench.errors import BenchError
-from bench.fsutil import canonical_hash, write_json
-from bench.training import WEIGHTS_FORMAT, capture_rng, derive_seed, load_torch, restore_rng, save_torch, seed_all
+from bench.training import (STATE_FORMAT, WEIGHTS_FORMAT, TrainDir, capture_rng, derive_seed, latest_state,
+                            restore_rng, save_torch, seed_all)
 
 from .data import FakeProvider, RealProvider
 from .memory import ImagePool
 from .networks import WhiteBoxNets
 from .rl import RLConfig, actor_value_losses, agent_step, critic_loss
 
-__all__ = ["WhiteBoxTraining", "lr_schedule", "STATE_FORMAT_WB"]
+__all__ = ["WhiteBoxTraining", "lr_schedule"]
 
 log = logging.getLogger("bench.white_box")
-STATE_FORMAT_WB = "white-box-train-state"
-_STATE_RE = re.compile(r"^state_(\d{8})\.pt$")
 COLUMNS = ["iteration", "g_loss", "v_loss", "reward", "penalty", "emd", "c_loss", "gp", "lr_g", "lr_c", "seconds"]
 
 
@@ -75,10 +70,11 @@ class WhiteBoxTraining:
         self.opt_c = torch.optim.Adam(nets.critic.parameters(), lr=0.0, betas=betas)
         self.iteration = 0           # completed loop iterations
         self.elapsed = 0.0
+        self.files = TrainDir(self.out_dir, self.identity())
 
     # ---- settings identity (what a resumed run must agree on) --------------------------------------
-    def identity(self) -> str:
-        return canonical_hash({"config": self.meta.get("config"), "seed": self.seed})
+    def identity(self) -> dict[str, Any]:
+        return {"config": self.meta.get("config"), "seed": self.seed}
 
     # ---- one iteration ---------------------------------------------------------------------------
     def generator_step(self, t: int, lr_g: float, lr_v: float) -> dict[str, float]:
@@ -132,28 +128,17 @@ class WhiteBoxTraining:
         return row
 
     # ---- checkpoints -----------------------------------------------------------------------------
-    def state_path(self, iteration: int) -> Path:
-        return self.out_dir / f"state_{iteration:08d}.pt"
-
     def save_state(self) -> Path:
-        path = self.state_path(self.iteration)
-        save_torch({"format": STATE_FORMAT_WB, "version": 1, "iteration": self.iteration, "elapsed": self.elapsed,
-                    "identity": self.identity(), "model": self.nets.state_dict(),
-                    "opt_g": self.opt_g.state_dict(), "opt_v": self.opt_v.state_dict(),
-                    "opt_c": self.opt_c.state_dict(), "pool": self.pool.state_dict(),
-                    "fake": self.pool.provider.state_dict(), "real": self.real.state_dict(), "rng": capture_rng(),
-                    "meta": self.meta}, path)
-        for old in self.out_dir.glob("state_*.pt"):
-            if old != path and _STATE_RE.match(old.name):
-                old.unlink(missing_ok=True)
-        return path
+        return self.files.write_state(
+            {"format": STATE_FORMAT, "version": 1, "iteration": self.iteration, "elapsed": self.elapsed,
+             "settings": self.identity(), "model": self.nets.state_dict(),
+             "opt_g": self.opt_g.state_dict(), "opt_v": self.opt_v.state_dict(),
+             "opt_c": self.opt_c.state_dict(), "pool": self.pool.state_dict(),
+             "fake": self.pool.provider.state_dict(), "real": self.real.state_dict(), "rng": capture_rng(),
+             "meta": self.meta}, self.iteration)
 
     def load_state(self, path: Path) -> None:
-        st = load_torch(path)
-        if not isinstance(st, Mapping) or st.get("format") != STATE_FORMAT_WB:
-            raise BenchError(f"{path} is not a white-box training state")
-        if st.get("identity") != self.identity():
-            raise BenchError(f"{path} was written with other settings; remove {self.out_dir} to start over")
+        st = self.files.read_state(path)
         self.nets.load_state_dict(st["model"])
         self.opt_g.load_state_dict(st["opt_g"])
         self.opt_v.load_state_dict(st["opt_v"])
@@ -164,28 +149,19 @@ class WhiteBoxTraining:
         restore_rng(st["rng"])
         self.iteration, self.elapsed = int(st["iteration"]), float(st["elapsed"])
 
-    def _latest(self) -> Path | None:
-        found = sorted((int(m.group(1)), p) for p in self.out_dir.glob("state_*.pt") if (m := _STATE_RE.match(p.name)))
-        return found[-1][1] if found else None
-
     # ---- the loop --------------------------------------------------------------------------------
     def run(self) -> Path:
         c = self.c
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        done = self.out_dir / "train_done.json"
-        final = self.out_dir / "model_final.pt"
-        if done.exists() and final.is_file():
-            import json
-
-            if json.loads(done.read_text()).get("identity") == self.identity():
-                return final
+        finished = self.files.finished()
+        if finished is not None:
+            return finished
         seed_all(derive_seed(self.seed, "white-box-loop"))
-        latest = self._latest()
+        latest = latest_state(self.out_dir)
         if latest is not None:
             self.load_state(latest)
             log.info("white-box: resuming from %s", latest)
-        log_path = self.out_dir / "train_log.csv"
-        _truncate(log_path, self.iteration)
+        self.files.truncate_csv(self.files.log_path, self.iteration)
         total = c.iterations + 1
         self.nets.train()
         bar = tqdm(total=total, initial=self.iteration, desc="train white-box", unit="it", disable=not self.progress,
@@ -196,7 +172,9 @@ class WhiteBoxTraining:
                 row = self.iterate(self.iteration)
                 self.iteration += 1
                 self.elapsed += time.perf_counter() - t0
-                _append(log_path, {"iteration": self.iteration, **row, "seconds": self.elapsed})
+                self.files.append_csv(self.files.log_path, COLUMNS,
+                                      [self.iteration, *(f"{float(row[k]):.6g}" for k in COLUMNS[1:-1]),
+                                       f"{self.elapsed:.6g}"])
                 bar.update(1)
                 bar.set_postfix(g=f"{row['g_loss']:.3g}", emd=f"{row['emd']:.3g}", refresh=False)
                 if (c.checkpoint_every > 0 and self.iteration % c.checkpoint_every == 0) or self.iteration == total:
@@ -204,29 +182,8 @@ class WhiteBoxTraining:
         finally:
             bar.close()
         self.nets.eval()
+        final = self.out_dir / "model_final.pt"
         save_torch({"format": WEIGHTS_FORMAT, "version": 1, "iteration": self.iteration, "selected": "last",
                     "model": self.nets.state_dict(), "meta": self.meta}, final)
-        write_json(done, {"weights": final.name, "iteration": self.iteration, "identity": self.identity()})
-        for old in self.out_dir.glob("state_*.pt"):
-            old.unlink(missing_ok=True)
+        self.files.finish(final, self.iteration, keep_final_state=False)
         return final
-
-
-def _append(path: Path, row: Mapping[str, Any]) -> None:
-    new = not path.exists() or path.stat().st_size == 0
-    with open(path, "a", newline="") as f:
-        w = csv.writer(f, lineterminator="\n")
-        if new:
-            w.writerow(COLUMNS)
-        w.writerow([row["iteration"]] + [f"{float(row[k]):.6g}" for k in COLUMNS[1:]])
-
-
-def _truncate(path: Path, upto: int) -> None:
-    if not path.exists():
-        return
-    with open(path, newline="") as f:
-        rows = list(csv.reader(f))
-    keep = rows[:1] + [r for r in rows[1:] if r and r[0].isdigit() and int(r[0]) <= upto]
-    if len(keep) != len(rows):
-        with open(path, "w", newline="") as f:
-            csv.writer(f, lineterminator="\n").writerows(keep)
