@@ -11,6 +11,14 @@ import yaml
 from bench.run import RunSpec, execute
 
 
+def seeded_method(cls, seed: int = 0, config: Any = None):
+    """``cls(config)`` set up on the CPU right after seeding torch: its seeded untrained weights."""
+    torch.manual_seed(seed)
+    m = cls(config)
+    m.setup(torch.device("cpu"))
+    return m
+
+
 def smoke_run(method: str, params: int | None = None, **spec: Any):
     """``bench run --method METHOD --dataset demo --profile smoke``, checked to have finished with finite
     scores from weights it trained (and ``params`` trainable parameters): (result, config.yaml, metric means)."""

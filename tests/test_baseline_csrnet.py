@@ -12,7 +12,7 @@ from baselines.csrnet.adapter import CSRNetConfig, CSRNetMethod, WholePairSample
 from baselines.csrnet.model import CSRNet
 
 from train_pairs import png_pairs
-from smoke import smoke_run
+from smoke import seeded_method, smoke_run
 
 torch.set_num_threads(1)
 
@@ -20,10 +20,7 @@ MOD_LAYERS = ("cond_scale1", "cond_scale2", "cond_scale3", "cond_shift1", "cond_
 
 
 def _method(seed: int = 0, **overrides) -> CSRNetMethod:
-    torch.manual_seed(seed)
-    m = CSRNetMethod(CSRNetConfig(**overrides))
-    m.setup(torch.device("cpu"))
-    return m
+    return seeded_method(CSRNetMethod, seed, CSRNetConfig(**overrides))
 
 
 def _pairs(tmp_path, sizes=((30, 40), (30, 40), (36, 28))) -> list[TrainPair]:

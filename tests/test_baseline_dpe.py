@@ -19,16 +19,13 @@ from baselines.dpe.canvas import canvas_shape, dihedral, resize, run_on_canvas, 
 from baselines.dpe.model import SELU_ALPHA, SELU_SCALE, DPEGenerator, DPESELU, symmetric_pad
 
 from train_pairs import png_pairs
-from smoke import smoke_run
+from smoke import seeded_method, smoke_run
 
 torch.set_num_threads(1)
 
 
 def _method(seed: int = 0, **overrides) -> DPE:
-    torch.manual_seed(seed)
-    m = DPE(DPEConfig(**overrides))
-    m.setup(torch.device("cpu"))
-    return m
+    return seeded_method(DPE, seed, DPEConfig(**overrides))
 
 
 def _pairs(tmp_path, sizes=((30, 40), (50, 20))) -> list[TrainPair]:

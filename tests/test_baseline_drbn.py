@@ -15,16 +15,13 @@ from baselines.drbn.losses import drbn_loss, gaussian_window, ssim
 from baselines.drbn.model import RDB, DRBNNet, pad_to_multiple
 
 from train_pairs import png_pairs
-from smoke import smoke_run
+from smoke import seeded_method, smoke_run
 
 torch.set_num_threads(1)
 
 
 def _method(seed: int = 0, **overrides) -> DRBN:
-    torch.manual_seed(seed)
-    m = DRBN(DRBNConfig(**overrides))
-    m.setup(torch.device("cpu"))
-    return m
+    return seeded_method(DRBN, seed, DRBNConfig(**overrides))
 
 
 def _pairs(tmp_path, sizes=((40, 44), (36, 40), (44, 36))) -> list[TrainPair]:

@@ -34,16 +34,13 @@ from baselines.kind.model import (
     UpConcat,
     _pool,
 )
-from smoke import adam_losses
+from smoke import adam_losses, seeded_method
 
 torch.set_num_threads(1)
 
 
 def _method(profile: str = "smoke", seed: int = 0, **overrides) -> KinD:
-    m = KinD(build_config(KinD, profile, {k: str(v) for k, v in overrides.items()}))
-    torch.manual_seed(seed)
-    m.setup(torch.device("cpu"))
-    return m
+    return seeded_method(KinD, seed, build_config(KinD, profile, {k: str(v) for k, v in overrides.items()}))
 
 
 def _low(h=37, w=53, seed=3):

@@ -23,16 +23,13 @@ from baselines.retinexnet.adapter import (
 )
 from baselines.retinexnet.denoise import denoise_reflectance
 from baselines.retinexnet.model import DECOM_PARAMS, RELIGHT_PARAMS, RetinexNetModel, tf_same_pad
-from smoke import adam_losses
+from smoke import adam_losses, seeded_method
 
 torch.set_num_threads(1)
 
 
 def _method(profile: str = "smoke", seed: int = 0, **overrides) -> RetinexNet:
-    m = RetinexNet(build_config(RetinexNet, profile, {k: str(v) for k, v in overrides.items()}))
-    torch.manual_seed(seed)
-    m.setup(torch.device("cpu"))
-    return m
+    return seeded_method(RetinexNet, seed, build_config(RetinexNet, profile, {k: str(v) for k, v in overrides.items()}))
 
 
 # ---- structure -------------------------------------------------------------------------------

@@ -12,16 +12,13 @@ from bench.methods.base import TrainPair, build_config
 from baselines.zero_dce import losses as L
 from baselines.zero_dce.adapter import ResizedLowSampler, ZeroDCE, ZeroDCEConfig
 from baselines.zero_dce.model import apply_curves, le_curve
-from smoke import smoke_run
+from smoke import seeded_method, smoke_run
 
 torch.set_num_threads(1)
 
 
 def _method(seed: int = 0, **overrides) -> ZeroDCE:
-    torch.manual_seed(seed)
-    m = ZeroDCE(ZeroDCEConfig(**overrides))
-    m.setup(torch.device("cpu"))
-    return m
+    return seeded_method(ZeroDCE, seed, ZeroDCEConfig(**overrides))
 
 
 def _pairs(tmp_path, n: int = 3, size=(40, 56), with_high: bool = False) -> list[TrainPair]:
