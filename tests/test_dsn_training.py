@@ -320,6 +320,25 @@ def test_every_variant_preset_builds_and_runs():
         _cfg(subnet="dense", rounds=2)
 
 
+def test_inference_option_picks_the_path_and_is_recorded():
+    x = torch.rand(1, 3, 11, 13, generator=torch.Generator().manual_seed(2))
+    fast, plain = DSNMethod(_cfg()), DSNMethod(_cfg(inference="plain"))
+    assert fast.setup(torch.device("cpu"))["inference_path"] == {"inplace": True, "channels_last": True}
+    assert plain.setup(torch.device("cpu"))["inference_path"] == {"inplace": False, "channels_last": False}
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for p in fast.model.parameters():
+            if p.requires_grad:
+                p.add_(torch.randn(p.shape, generator=g) * 0.02)
+    plain.model.load_state_dict(fast.model.state_dict())
+    ref = plain.model.enhance(x)
+    assert (ref - plain.model.reconstruct(x)).abs().max() > 1e-2        # the blocks act
+    assert (fast.model.enhance(x) - ref).abs().max() < 1e-5 * ref.abs().max()
+    assert "inference" in DSNMethod.test_time_options                   # switching it never retrains
+    with pytest.raises(BenchError, match="inference path of ours"):
+        _cfg(inference="turbo")
+
+
 def test_official_layout_and_own_checkpoints_load(tmp_path):
     from bench.dsn.official import export_official_state_dict
 
