@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .errors import BenchError, unknown_name
+from .subcommand import add_subcommand
 
 KINDS = ("grid", "distribution", "cost")
 COST_AXES = ("parameters", "runtime")
@@ -682,13 +683,7 @@ def register(subparsers: Any, parents: Sequence[argparse.ArgumentParser] = ()) -
         description="Draw figures from complete runs, as specified in manifests/figures/NAME.yaml, into\n"
                     "<results>/figures as PDF and PNG, with NAME.sources.csv naming every run behind them.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    if parents:
-        kw["parents"] = list(parents)
-    try:
-        p = subparsers.add_parser("figure", **kw)
-    except TypeError:  # bench.cli wraps add_parser so that it passes its own parents (-q) already
-        kw.pop("parents", None)
-        p = subparsers.add_parser("figure", **kw)
+    p = add_subcommand(subparsers, "figure", parents, **kw)
     p.add_argument("names", nargs="*", metavar="NAME", help="figure spec names (manifests/figures/NAME.yaml), or all")
     p.add_argument("--list", action="store_true", help="list the figure specs")
     p.add_argument("--profile", choices=["smoke", "quick", "paper"], help="lowest profile admitted")

@@ -40,6 +40,7 @@ from typing import Any, Sequence
 
 from .errors import BenchError, unknown_name
 from .report import _seeds, _split_list  # one parser for --datasets/--methods/--seeds lists
+from .subcommand import add_subcommand
 
 STATES = ("done", "partial", "to run", "blocked")
 EXECUTORS = ("local", "slurm")
@@ -603,13 +604,7 @@ def register(subparsers: Any, parents: Sequence[argparse.ArgumentParser] = ()) -
                     "interrupted ones, run the rest (locally or on Slurm), then write the table as\n"
                     "`bench report` does.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    if parents:
-        kw["parents"] = list(parents)
-    try:
-        p = subparsers.add_parser("reproduce", **kw)
-    except TypeError:  # bench.cli wraps add_parser so that it passes its own parents (-q) already
-        kw.pop("parents", None)
-        p = subparsers.add_parser("reproduce", **kw)
+    p = add_subcommand(subparsers, "reproduce", parents, **kw)
     p.add_argument("table", choices=list(PLAN_TABLES), help="which table")
     p.add_argument("--profile", choices=["smoke", "quick", "paper"],
                    help="training/evaluation profile of the runs (default: the spec's, paper)")

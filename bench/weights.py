@@ -38,6 +38,7 @@ from .errors import BenchError
 from .fsutil import read_yaml, sha256_file, write_yaml
 from .paths import data_root, manifests_root
 from .provenance import now
+from .subcommand import add_subcommand
 
 __all__ = [
     "weights_dir",
@@ -378,7 +379,7 @@ def register(subparsers: Any, parents: Sequence[argparse.ArgumentParser] = ()) -
 
     ``parents`` (e.g. cli.py's ``quiet``) go to ``weights`` and to each nested command. cli.py wraps its
     ``add_parser`` so that it passes its own parents already; that wrapper refuses a second ``parents``
-    (TypeError), and the top-level parser is then created without them, as ``bench.report.register`` does."""
+    (TypeError), and the top-level parser is then created without them (bench.subcommand)."""
     fmt = argparse.RawDescriptionHelpFormatter
     kw: dict[str, Any] = dict(
         help="import, show or verify weight files (VGG-16 for ours, official DSN checkpoints)",
@@ -386,13 +387,7 @@ def register(subparsers: Any, parents: Sequence[argparse.ArgumentParser] = ()) -
         epilog="examples:\n  bench weights import vgg16 ~/Downloads/vgg16.weight\n"
                "  bench weights import vgg16 vgg16-397923af.pth\n  bench weights import official fiveK_G.pth\n"
                "  bench weights show\n  bench weights verify")
-    if parents:
-        kw["parents"] = list(parents)
-    try:
-        w = subparsers.add_parser("weights", **kw)
-    except TypeError:
-        kw.pop("parents", None)
-        w = subparsers.add_parser("weights", **kw)
+    w = add_subcommand(subparsers, "weights", parents, **kw)
     wsub = w.add_subparsers(dest="weights_cmd", required=True, parser_class=type(w))
     imp = wsub.add_parser("import", parents=list(parents), formatter_class=fmt,
                           help="check a weights file and record it (vgg16: store its conv1 tensors)",

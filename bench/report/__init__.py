@@ -22,6 +22,7 @@ from typing import Any, Sequence
 
 from ..errors import BenchError
 from .spec import TABLES
+from ..subcommand import add_subcommand
 
 EPILOG = """\
 examples:
@@ -64,13 +65,7 @@ def register(subparsers: Any, parents: Sequence[argparse.ArgumentParser] = ()) -
                               "the run behind every cell\nand a measured-vs-published view into <results>/tables.",
                               epilog=EPILOG,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-    if parents:
-        kw["parents"] = list(parents)
-    try:
-        p = subparsers.add_parser("report", **kw)
-    except TypeError:  # bench.cli wraps add_parser so that it passes its own parents (-q) already
-        kw.pop("parents", None)
-        p = subparsers.add_parser("report", **kw)
+    p = add_subcommand(subparsers, "report", parents, **kw)
     p.add_argument("table", choices=list(TABLES), help="which table")
     p.add_argument("--profile", choices=["smoke", "quick", "paper"],
                    help="lowest profile admitted (default: the spec's, paper); cheaper cells are marked †")

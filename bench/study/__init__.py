@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..errors import BenchError
+from ..subcommand import add_subcommand
 
 EPILOG = """\
 examples:
@@ -34,25 +35,15 @@ trial per page: the methods' outputs side by side in an order drawn per rater an
 method names never appear in the page, its URLs or its file names."""
 
 
-def _add(subparsers: Any, name: str, parents: Sequence[argparse.ArgumentParser], **kw: Any):
-    if parents:
-        kw["parents"] = list(parents)
-    try:
-        return subparsers.add_parser(name, **kw)
-    except TypeError:  # bench.cli wraps add_parser so that it passes its own parents (-q) already
-        kw.pop("parents", None)
-        return subparsers.add_parser(name, **kw)
-
-
 def register(subparsers: Any, parents: Sequence[argparse.ArgumentParser] = ()) -> argparse.ArgumentParser:
     """Add the ``study`` sub-command to ``subparsers`` (from ``ArgumentParser.add_subparsers``)."""
     fmt = argparse.RawDescriptionHelpFormatter
-    p = _add(subparsers, "study", parents, help="blind forced-choice user study (Table 3): create, serve, status, "
+    p = add_subcommand(subparsers, "study", parents, help="blind forced-choice user study (Table 3): create, serve, status, "
              "export", description="Run a user study like the paper's Table 3 on your own runs: build it from "
              "completed runs,\nserve it to raters in a browser, follow progress, export the votes.",
              epilog=EPILOG, formatter_class=fmt)
     sub = p.add_subparsers(dest="study_cmd", required=True)
-    c = _add(sub, "create", parents, help="build a study from completed runs of one dataset", formatter_class=fmt,
+    c = add_subcommand(sub, "create", parents, help="build a study from completed runs of one dataset", formatter_class=fmt,
              epilog="example:\n  bench study create pilot --runs RUN_DIR RUN_DIR RUN_DIR --images 20 --seed 1")
     c.add_argument("name", help="study name (letters, digits, '.', '_', '-')")
     c.add_argument("--runs", nargs="+", type=Path, required=True, metavar="RUN_DIR",
@@ -65,18 +56,18 @@ def register(subparsers: Any, parents: Sequence[argparse.ArgumentParser] = ()) -
     c.add_argument("--groups", nargs="+", default=["expert", "amateur"], metavar="GROUP",
                    help="rater groups offered at join (default: expert amateur)")
     c.add_argument("--title", help="the question shown to raters")
-    s = _add(sub, "serve", parents, help="serve the study to raters (a web app; loopback by default)",
+    s = add_subcommand(sub, "serve", parents, help="serve the study to raters (a web app; loopback by default)",
              formatter_class=fmt, epilog="examples:\n  bench study serve pilot\n  bench study serve pilot "
              "--host 0.0.0.0 --port 8080   # reachable from the network: plain HTTP")
     s.add_argument("name")
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8000, help="0 picks a free port (printed)")
     s.add_argument("--max-raters", type=int, default=1000, help="refuse joins beyond this many raters")
-    st = _add(sub, "status", parents, help="raters, votes and completion of a study", formatter_class=fmt,
+    st = add_subcommand(sub, "status", parents, help="raters, votes and completion of a study", formatter_class=fmt,
               epilog="example:\n  bench study status pilot")
     st.add_argument("name")
     st.add_argument("--format", choices=["table", "json"], default="table")
-    e = _add(sub, "export", parents, help="write the votes CSV for `bench report table3 --votes`",
+    e = add_subcommand(sub, "export", parents, help="write the votes CSV for `bench report table3 --votes`",
              formatter_class=fmt, epilog="example:\n  bench study export pilot --out votes.csv")
     e.add_argument("name")
     e.add_argument("--out", type=Path, metavar="FILE", help="CSV path (default: <study>/votes.csv)")
