@@ -159,6 +159,7 @@ class DistortRecover(TorchMethod):
     uses_pairs = True         # the reward needs each input's own target
     Config = DistortRecoverConfig
     official_description = TF_WEIGHTS
+    trained_meta_keys = ("seed", "schedule", "iterations", "n_train")
     profiles = {
         # a handful of learning steps on 32x32 states with a small Q-network: every code path
         "smoke": {"state_size": 32, "hidden": (64, 64, 32), "max_steps": 6, "batch": 4, "min_after_dequeue": 8,
@@ -198,7 +199,6 @@ class DistortRecover(TorchMethod):
 
     def begin_setup(self) -> None:
         super().begin_setup()
-        self.trained = None
         self._build_features(self.device)
 
     def build_model(self) -> DQN:
@@ -210,9 +210,6 @@ class DistortRecover(TorchMethod):
         if meta.get("features") is not None and meta.get("features") != want:
             raise BenchError(f"{path} was trained on other state features ({meta.get('features')}) than this "
                              f"configuration builds ({want}); use the same deep_features / VGG-16 weights")
-
-    def checkpoint_loaded(self, checkpoint: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
-        self.trained = {k: meta.get(k) for k in ("seed", "schedule", "iterations", "n_train") if k in meta}
 
     # ---- inference --------------------------------------------------------------------------
     def test_steps(self) -> int:

@@ -305,6 +305,7 @@ class KinD(TorchMethod):
     pad_multiple = 1           # any size: ceil-mode pooling and cropped transposed convs, as TF "SAME"
     uses_pairs = True
     Config = KinDConfig
+    trained_meta_keys = ("seed", "schedules", "iterations")
     official_description = TF_WEIGHTS
     combined_checkpoint = ("stage", "all")   # stage trainers write "decom" / "adjust" / "restoration" files
     # the ratio policy and post-processing act at test time only: changing them never retrains
@@ -337,11 +338,7 @@ class KinD(TorchMethod):
         return KinDModel()
 
     def begin_setup(self) -> None:
-        # no re-validation (the config was validated in __init__); forget what earlier weights said
-        self.trained = None
-
-    def checkpoint_loaded(self, checkpoint: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
-        self.trained = {k: meta.get(k) for k in ("seed", "schedules", "iterations") if k in meta}
+        pass   # no re-validation: the config was validated in __init__
 
     def _forward(self, low: torch.Tensor, reference: torch.Tensor | None = None) -> torch.Tensor:
         c = self.config

@@ -22,7 +22,7 @@ import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
 import torch
 
@@ -156,6 +156,7 @@ class RetinexNet(TorchMethod):
     pad_multiple = 1           # any size: TF "SAME" convolutions and nearest resizes to the skips' sizes
     uses_pairs = True
     Config = RetinexNetConfig
+    trained_meta_keys = ("seed", "schedule", "iterations")
     official_description = TF_WEIGHTS
     combined_checkpoint = ("phase", "both")   # phase trainers write "decom" / "relight" files
     test_time_options = frozenset({"denoise", "denoise_sigma"})  # applied to R at test time only
@@ -176,11 +177,7 @@ class RetinexNet(TorchMethod):
         return RetinexNetModel()
 
     def begin_setup(self) -> None:
-        # no re-validation (the config was validated in __init__); forget what earlier weights said
-        self.trained = None
-
-    def checkpoint_loaded(self, checkpoint: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
-        self.trained = {k: meta.get(k) for k in ("seed", "schedule", "iterations") if k in meta}
+        pass   # no re-validation: the config was validated in __init__
 
     def _forward(self, low: torch.Tensor) -> torch.Tensor:
         c = self.config

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -128,6 +128,7 @@ class WhiteBox(TorchMethod):
     uses_pairs = True         # needs the reference images, but only as an unpaired target set (see SOURCE.md)
     Config = WhiteBoxConfig
     official_description = TF_WEIGHTS
+    trained_meta_keys = ("seed", "schedule", "iterations", "n_inputs", "n_targets")
     profiles = {
         # a few iterations on 4-image batches with 2-step trajectories: every code path. The pool holds one batch
         # and each iteration runs 2 generator steps, so every critic step finds finished trajectories
@@ -154,16 +155,8 @@ class WhiteBox(TorchMethod):
         nets.reset_parameters(seed)
         return nets.to(self.device)
 
-    def begin_setup(self) -> None:
-        super().begin_setup()
-        self.trained = None
-
     def build_model(self) -> WhiteBoxNets:
         return self._new_model(UNTRAINED_SEED)
-
-    def checkpoint_loaded(self, checkpoint: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
-        self.trained = {k: meta.get(k) for k in ("seed", "schedule", "iterations", "n_inputs", "n_targets")
-                        if k in meta}
 
     # ---- inference --------------------------------------------------------------------------
     @torch.no_grad()

@@ -299,9 +299,6 @@ class DSNMethod(TorchMethod):
         # which build_config has done (and a config built by hand keeps what it says)
         pass
 
-    def begin_setup(self) -> None:
-        self.trained = None   # forget what earlier weights said
-
     def setup(self, device: torch.device, weights: Path | None = None) -> dict[str, Any]:
         super().setup(device, weights)
         self.model.set_fast_inference(self.config.inference == "fast")

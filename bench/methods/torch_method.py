@@ -55,6 +55,8 @@ class TorchMethod(Method):
     # Methods trained in stages: (meta key, value) of the combined weights file, e.g. ("stage", "all"); the
     # per-stage files (other values) are refused.
     combined_checkpoint: ClassVar[tuple[str, str] | None] = None
+    # Keys of a checkpoint's ``meta`` copied into ``trained`` (the provenance of the loaded weights) on load.
+    trained_meta_keys: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: Any | None = None):
         super().__init__(config)
@@ -95,11 +97,15 @@ class TorchMethod(Method):
                                  "model_final.pt of the training directory")
 
     def checkpoint_loaded(self, checkpoint: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
-        """Read facts from a checkpoint of this project once its weights are loaded; nothing here."""
+        """Read facts from a checkpoint of this project once its weights are loaded: here the
+        ``trained_meta_keys`` of its meta, into ``trained``."""
+        if self.trained_meta_keys:
+            self.trained = {k: meta.get(k) for k in self.trained_meta_keys if k in meta}
 
     # ---- setup and weights ------------------------------------------------------------------
     def setup(self, device: torch.device, weights: Path | None = None) -> dict[str, Any]:
         self.device = torch.device(device)
+        self.trained = None   # forget what earlier weights said
         self.begin_setup()
         self.model = self.build_model()
         self.weights_info = {"weights_kind": "none"}
