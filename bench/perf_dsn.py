@@ -8,14 +8,16 @@ Sections (all on the same device, in one process):
 2. **Enhancement** at each size (default 200×300 and 400×600 on CUDA): the same module through
    - ``eager``: a plain ``torch.no_grad()`` forward, default flags (cudnn.benchmark off, NCHW);
    - ``inference_mode``; ``+cudnn.benchmark``; ``+channels_last`` (model and input);
-   - ``in_place``: :meth:`bench.dsn.model.DSN.set_fast_inference` (in-place PReLU, attention product and
-     residual sums while autograd is off; bit-identical to eager);
+   - ``in_place``: :meth:`bench.dsn.model.DSN.set_fast_inference` in NCHW (in-place PReLU, attention
+     product and residual sums while autograd is off; bit-identical to eager);
    - ``ours``: the path ``bench run`` uses (``torch.inference_mode``, in place, cudnn.benchmark on CUDA,
-     channels_last on CPU; ``--channels-last on|off`` overrides the last).
+     channels_last with the PReLU fused into the convolutions on CPU; ``--channels-last on|off`` overrides).
    Reported: median and IQR, FLOP/s (FLOPs = 2 × MACs, MACs counted by ``macs_per_pixel``), the
    ratio to the measured convolution throughput, and each path's speed-up over ``eager``.
 3. **Training step** at batch 2 of crop² (both directions, sum-reduced L2, Adam, clip 10) and the
-   paper schedules' projected wall time.
+   paper schedules' projected wall time (from a step of crop², scaled by pixels to 180² when the crop is
+   smaller). The paper's 2×180² step keeps ~17 GiB of activations for the backward pass (H200: 16.8 GiB),
+   which does not fit a 24 GB CPU machine next to the allocator's overhead, so the CPU default crop is 96.
 4. **Tiled inference memory**: the same tile at two image sizes (default 400×600 and 1200×1800, tile
    384 so that both images cut into full 384² tiles; ``bench run``'s default tile is 512): peak
    memory of the tiled path and of the whole image (CUDA: ``max_memory_allocated``; CPU: live tensor
@@ -30,8 +32,9 @@ convolutions (``--gap-scale``, 0.45 for 8 blocks: the output is ~15 dB from D(E(
 really mixes pixels) unless ``--weights FILE`` gives a checkpoint of ``ours``.
 
 CPU defaults are the same sizes with fewer repeats; on 2 cores the whole run takes about half an hour (one
-600×400 enhancement ≈ 15-20 s, a 2×180² training step ≈ 1 min, the 1200×1800 tiled pass ≈ 10 min), so
-``--sections enhance|train|tiling`` (comma-separated) measures part of it: the sections measured replace
+600×400 enhancement ≈ 15-20 s, the 1200×1800 tiled pass ≈ 15 min), so
+``--sections enhance|train|tiling`` (comma-separated) measures part of it (each section is written as soon
+as it is measured): the sections measured replace
 those of the last results file for the same machine and keep the others, each stamped with its own time.
 The CPU's tiled timings include the memory meter's per-op overhead. On a loaded machine CPU timings are
 noise (two OpenMP threads competing for two busy cores slow convolutions down 10-50x); run it on idle
@@ -63,7 +66,7 @@ DEFAULTS = {
     "cuda": {"sizes": [(200, 300), (400, 600)], "mem_sizes": [(400, 600), (1200, 1800)], "tile": 384,
              "overlap": 96, "crop": 180, "warmup": 10, "runs": 50, "steps": 30, "mem_blocks": 8, "gap_scale": 0.45},
     "cpu": {"sizes": [(200, 300), (400, 600)], "mem_sizes": [(400, 600), (1200, 1800)], "tile": 384,
-            "overlap": 96, "crop": 180, "warmup": 1, "runs": 3, "steps": 2, "mem_blocks": 8, "gap_scale": 0.45},
+            "overlap": 96, "crop": 96, "warmup": 1, "runs": 3, "steps": 2, "mem_blocks": 8, "gap_scale": 0.45},
 }
 
 
@@ -271,7 +274,9 @@ def measure_train(model: torch.nn.Module, device: torch.device, crop: int, warmu
         res["tf32_speedup"] = res["fp32"]["median_s"] / res["tf32_not_protocol"]["median_s"]
     model.eval()
     step_s = res["fp32"]["median_s"]
-    res["projected_training_hours_fp32"] = {k: n * step_s / 3600 for k, n in PAPER_ITERATIONS.items()}
+    scale = (180 / crop) ** 2 if crop < 180 else 1.0   # convolution cost grows with the pixels
+    res["projected_from_crop"] = 180 if scale == 1.0 else crop
+    res["projected_training_hours_fp32"] = {k: n * step_s * scale / 3600 for k, n in PAPER_ITERATIONS.items()}
     return res
 
 
@@ -409,8 +414,10 @@ SECTIONS = ("enhance", "train", "tiling")
 
 def measure_all(device: torch.device, cfg: dict[str, Any], channels_last: bool | None = None,
                 weights: str | None = None, progress: Callable[[str], None] = print,
-                sections: tuple[str, ...] = SECTIONS) -> dict[str, Any]:
-    """Measure the chosen sections; each result carries the config and time it was measured with."""
+                sections: tuple[str, ...] = SECTIONS,
+                section_done: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Measure the chosen sections; each result carries the config and time it was measured with, and
+    ``section_done(results so far)`` runs after each one (so a later failure loses nothing measured)."""
     from datetime import datetime, timezone
 
     from .dsn.model import macs_per_pixel
@@ -423,6 +430,8 @@ def measure_all(device: torch.device, cfg: dict[str, Any], channels_last: bool |
     def stamp(name: str, keys: tuple[str, ...]) -> None:
         res["sections"][name] = {"measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                                  "config": {k: cfg[k] for k in keys}}
+        if section_done is not None:
+            section_done(res)
 
     if "enhance" in sections:
         res["conv_peak"], res["enhance"] = {}, {}
@@ -490,10 +499,12 @@ def _enhance_lines(res: dict[str, Any]) -> list[str]:
                          f"{t['tflops']:.3g} | | {t['speedup_vs_ours']:.2f}x vs ours | |")
     ours = {k: v["ours"] for k, v in res["enhance"].items()}
     p = next(iter(ours.values()))
-    lines += ["", "paths: eager = plain forward under no_grad; in_place = DSN.set_fast_inference (in-place PReLU, "
-              "attention product and residual sums; bit-identical); ours = what `bench run` uses: "
+    lines += ["", "paths: eager = plain forward under no_grad; in_place = DSN.set_fast_inference in NCHW (in-place "
+              "PReLU, attention product and residual sums; bit-identical); ours = what `bench run` uses: "
               f"{p['grad']}, in place {'on' if p.get('fast') else 'off'}, cudnn.benchmark "
-              f"{'on' if p['benchmark'] else 'off'}, channels_last {'on' if p['channels_last'] else 'off'}", "",
+              f"{'on' if p['benchmark'] else 'off'}, channels_last {'on' if p['channels_last'] else 'off'}"
+              + (" with the PReLU fused into the convolutions (oneDNN post-op)" if p["channels_last"] and p.get("fast")
+                 and not res["device"].startswith("cuda") else ""), "",
               "; ".join(f"{size}: {s['of_conv_peak'] * 100:.0f}% of the conv peak (target 90%), "
                         f"{s['speedup_vs_eager']:.2f}x eager" for size, s in ours.items())]
     return lines
@@ -508,7 +519,10 @@ def _train_lines(res: dict[str, Any]) -> list[str]:
              + (f", peak {tr['fp32']['peak_memory_gib']:.1f} GiB" if "peak_memory_gib" in tr["fp32"] else "")]
     if "tf32_speedup" in tr:
         lines.append(f"TF32 (not protocol): {tr['tf32_speedup']:.2f}x the fp32 step")
-    lines += [f"projected paper schedule, fp32: {k}: {v:.1f} h" for k, v in tr["projected_training_hours_fp32"].items()]
+    src = tr.get("projected_from_crop", tr["crop"])
+    how = "" if src == 180 else f" (the {src}² step scaled by pixels to 180²)"
+    lines += [f"projected paper schedule, fp32{how}: {k}: {v:.1f} h"
+              for k, v in tr["projected_training_hours_fp32"].items()]
     return lines
 
 
@@ -571,8 +585,6 @@ def run_perf_dsn(args) -> int:
     if bad or not sections:
         raise BenchError(f"unknown perf dsn section {', '.join(bad) or '(none)'}; choose from {', '.join(SECTIONS)}")
     cl = {"auto": None, "on": True, "off": False}[getattr(args, "channels_last", None) or "auto"]
-    res = measure_all(device, cfg, channels_last=cl, weights=getattr(args, "weights", None),
-                      progress=lambda s: print(f"[perf dsn] {s}", flush=True), sections=sections)
     out = results_root() / "perf"
     tag = "cuda" if device.type == "cuda" else "cpu"
     previous = None
@@ -581,9 +593,15 @@ def run_perf_dsn(args) -> int:
             previous = json.loads((out / f"dsn_{tag}.json").read_text())
         except (OSError, ValueError):
             previous = None
-    res = merge_results(previous, res)
-    write_json(out / f"dsn_{tag}.json", res)
-    lines = report_lines(res)
-    write_text(out / f"dsn_{tag}.md", "\n".join(lines) + "\n")
-    print("\n".join(lines))
+
+    def save(partial: dict[str, Any]) -> list[str]:
+        merged = merge_results(previous, partial)
+        write_json(out / f"dsn_{tag}.json", merged)
+        lines = report_lines(merged)
+        write_text(out / f"dsn_{tag}.md", "\n".join(lines) + "\n")
+        return lines
+
+    res = measure_all(device, cfg, channels_last=cl, weights=getattr(args, "weights", None),
+                      progress=lambda s: print(f"[perf dsn] {s}", flush=True), sections=sections, section_done=save)
+    print("\n".join(save(res)))
     return 0

@@ -326,11 +326,12 @@ def test_fast_inference_is_bit_identical_and_leaves_training_alone(subnet):
     assert torch.equal(xg.grad, xp.grad)
     # channels-last storage: same function up to float rounding
     cl = copy.deepcopy(plain).set_fast_inference(True, channels_last=True)
-    assert cl.inference_path() == {"inplace": True, "channels_last": True}
+    assert cl.inference_path() == {"inplace": True, "channels_last": True, "fused_conv_prelu": True}
     assert cl.operations[1].F.conv1.weight.is_contiguous(memory_format=torch.channels_last)
     with torch.no_grad():
         assert (cl.enhance(x) - ref).abs().max() < 1e-5 * ref.abs().max()
-    assert copy.deepcopy(cl).set_fast_inference(False).inference_path() == {"inplace": False, "channels_last": False}
+    assert copy.deepcopy(cl).set_fast_inference(False).inference_path() == {
+        "inplace": False, "channels_last": False, "fused_conv_prelu": False}
 
 
 def test_four_blocks_and_unused_excluded():

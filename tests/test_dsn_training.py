@@ -323,8 +323,9 @@ def test_every_variant_preset_builds_and_runs():
 def test_inference_option_picks_the_path_and_is_recorded():
     x = torch.rand(1, 3, 11, 13, generator=torch.Generator().manual_seed(2))
     fast, plain = DSNMethod(_cfg()), DSNMethod(_cfg(inference="plain"))
-    assert fast.setup(torch.device("cpu"))["inference_path"] == {"inplace": True, "channels_last": True}
-    assert plain.setup(torch.device("cpu"))["inference_path"] == {"inplace": False, "channels_last": False}
+    on, off = ({"inplace": v, "channels_last": v, "fused_conv_prelu": v} for v in (True, False))
+    assert fast.setup(torch.device("cpu"))["inference_path"] == on
+    assert plain.setup(torch.device("cpu"))["inference_path"] == off
     g = torch.Generator().manual_seed(3)
     with torch.no_grad():
         for p in fast.model.parameters():

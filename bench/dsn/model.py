@@ -105,9 +105,12 @@ def _prelu() -> nn.PReLU:
 # Convolutions are ~88 % of DSN's arithmetic, yet on CPU the out-of-place PReLU, attention product
 # and residual sums over 64-128 full-resolution channels cost a third of the time (fresh buffers,
 # the PReLU kernel's slow path).  Doing them in place on tensors nothing else holds gives bit-identical
-# results; it is only taken while autograd is off, so training never sees it.
+# results; it is only taken while autograd is off, so training never sees it.  Fusing the PReLU into the
+# convolution (oneDNN post-op) saves one more pass but may pick another kernel: same function, last bits
+# may differ, so it comes with the channels-last CPU layout, which already changes them.
 class _FastInference:
     fast_inference: bool = False
+    fuse_conv_prelu: bool = False
 
     def inplace_now(self) -> bool:
         return self.fast_inference and not torch.is_grad_enabled()
@@ -125,11 +128,11 @@ def _prelu_inplace(prelu: nn.PReLU, x: torch.Tensor) -> torch.Tensor:
 _CONV_POINTWISE = getattr(getattr(torch.ops, "mkldnn", None), "_convolution_pointwise", None)
 
 
-def _conv_prelu(conv: nn.Conv2d, prelu: nn.PReLU, x: torch.Tensor) -> torch.Tensor:
-    """``prelu(conv(x))`` on the in-place path. On CPU with oneDNN the PReLU runs as the convolution's
-    leaky-ReLU post-op (the op torch.compile fuses to), sparing a pass over the output; bit-identical (tested).
+def _conv_prelu(conv: nn.Conv2d, prelu: nn.PReLU, x: torch.Tensor, fuse: bool) -> torch.Tensor:
+    """``prelu(conv(x))`` on the in-place path. With ``fuse``, on CPU with oneDNN, the PReLU runs as the
+    convolution's leaky-ReLU post-op (the op torch.compile fuses to), sparing a pass over the output.
     Anything else (CUDA, autocast, other dtypes, a torch without the op) takes the unfused route."""
-    if (_CONV_POINTWISE is not None and x.device.type == "cpu" and x.dtype == torch.float32
+    if (fuse and _CONV_POINTWISE is not None and x.device.type == "cpu" and x.dtype == torch.float32
             and conv.weight.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")
             and torch.backends.mkldnn.is_available()):
         return _CONV_POINTWISE(x, conv.weight, conv.bias, list(conv.padding), list(conv.stride),
@@ -223,7 +226,7 @@ class ResidualUnit(_FastInference, nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.inplace_now():
-            out = self.conv2(_conv_prelu(self.conv1, self.prelu, x))
+            out = self.conv2(_conv_prelu(self.conv1, self.prelu, x, self.fuse_conv_prelu))
             if self.attention_kind is not None:
                 out.mul_((self.so if self.attention_kind == "ca" else self.se).weights(out))
             return out.add_(x)   # x + out == out + x bit for bit
@@ -287,7 +290,7 @@ class ResidualAttentionSubnet(_FastInference, nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         inplace = self.inplace_now()
-        x1 = _conv_prelu(self.conv1, self.prelu, x) if inplace else self.prelu(self.conv1(x))
+        x1 = _conv_prelu(self.conv1, self.prelu, x, self.fuse_conv_prelu) if inplace else self.prelu(self.conv1(x))
         units = self.units()
         if not self.skip:
             out = x1
@@ -552,22 +555,25 @@ class DSN(nn.Module):
 
     def set_fast_inference(self, on: bool = True, channels_last: Optional[bool] = None) -> "DSN":
         """Take the in-place inference path while autograd is off (bit-identical outputs), and store the
-        weights channels-last (default: on CPU, where oneDNN's channels-last convolutions are 1.3-2.5x
-        faster here; outputs then differ from NCHW's in the last float bits).  Call after moving the model
-        to its device; training (autograd on) is unaffected by the first, the second only changes strides."""
+        weights channels-last with the PReLU fused into the convolutions (default: on CPU, where oneDNN's
+        channels-last convolutions are 1.3-2.5x faster here; outputs then differ from NCHW's in the last
+        float bits).  Call after moving the model to its device; training (autograd on) is unaffected by
+        the first, the second only changes strides."""
         self.fast_inference = bool(on)
-        for m in self.modules():
-            if isinstance(m, _FastInference):
-                m.fast_inference = bool(on)
         if channels_last is None:
             channels_last = bool(on) and next(self.parameters()).device.type == "cpu"
         self.channels_last = bool(channels_last)
+        for m in self.modules():
+            if isinstance(m, _FastInference):
+                m.fast_inference = bool(on)
+                m.fuse_conv_prelu = bool(on) and self.channels_last
         self.to(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
         return self
 
     def inference_path(self) -> Dict[str, bool]:
         """What :meth:`set_fast_inference` chose, for the provenance."""
-        return {"inplace": self.fast_inference, "channels_last": self.channels_last}
+        return {"inplace": self.fast_inference, "channels_last": self.channels_last,
+                "fused_conv_prelu": self.fast_inference and self.channels_last}
 
     # -- passes ------------------------------------------------------------------------------
     def features_enhance(self, h: torch.Tensor) -> torch.Tensor:
