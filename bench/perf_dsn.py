@@ -344,7 +344,10 @@ def measure_tiling(device: torch.device, sizes: list[tuple[int, int]], tile: int
 
         method = DSNMethod(build_config(DSNMethod, "paper", {}, ""))
         method.setup(device, Path(weights))
-        model, source = method.model, f"checkpoint {weights}; input: {PHOTO}"
+        from .fsutil import sha256_file
+
+        model = method.model
+        source = f"checkpoint {weights} (sha256 {sha256_file(Path(weights))[:12]}); input: {PHOTO}"
     else:
         model = _random_model(device, n_blocks=n_blocks, fan_in_scale=gap_scale).set_fast_inference(True)
         source = f"random, conv weights N(0, ({gap_scale}/sqrt(fan_in))^2), n_blocks={n_blocks}"
@@ -486,10 +489,11 @@ def _enhance_lines(res: dict[str, Any]) -> list[str]:
     lines += ["", "## Enhancement: plain eager forward vs our inference path (fp32, batch 1)", "",
               "| size | path | median ms | IQR ms | TFLOP/s | of conv peak | speed-up vs eager | max abs diff |",
               "|---|---|---|---|---|---|---|---|"]
+    order = ("eager", "inference_mode", "benchmark", "channels_last", "in_place", "ours")
     for size, e in res["enhance"].items():
-        for name, s in e.items():
-            if not isinstance(s, dict) or "median_s" not in s or name == "tf32_not_protocol":
-                continue
+        for name in sorted((k for k in e if isinstance(e[k], dict) and "median_s" in e[k]
+                            and k != "tf32_not_protocol"), key=lambda k: (order + (k,)).index(k)):
+            s = e[name]
             lines.append(f"| {size} | {name} | {s['median_s'] * 1e3:.1f} | {s['iqr_s'] * 1e3:.1f} | "
                          f"{s['tflops']:.3g} | {s['of_conv_peak'] * 100:.0f}% | {s['speedup_vs_eager']:.2f}x | "
                          f"{s['max_abs_diff_vs_eager']:.1e} |")
