@@ -7,12 +7,13 @@ IQA    := $(VENV)/.stamp-iqa
 DEMO_METHOD ?= ours
 PYTEST_ARGS ?=
 
-.PHONY: setup setup-iqa demo test test-all bench verify clean-results help gpu-check
+.PHONY: setup setup-iqa demo test test-all bench bench-dsn verify clean-results help gpu-check
 
 help:
 	@echo "make demo      set up .venv and run the main job on the embedded demo set"
 	@echo "make test      set up .venv (with the iqa extra) and run the CPU test suite"
 	@echo "make bench     benchmarks (not tests); results in results/perf/"
+	@echo "make bench-dsn DSN's speed, memory and tiling on this machine (CPU: ~35 min; SECTIONS=enhance,train,tiling)"
 	@echo "make verify    re-hash every prepared dataset"
 
 $(CORE): pyproject.toml
@@ -43,6 +44,10 @@ test-all: $(IQA)
 
 bench: $(CORE)
 	$(BIN)/bench perf metrics --pairs 100
+
+SECTIONS ?= enhance,train,tiling
+bench-dsn: $(CORE)
+	$(BIN)/bench perf dsn --sections $(SECTIONS)
 
 verify: $(CORE)
 	@for d in $$($(BIN)/bench ls datasets --format csv | tail -n +2 | cut -d, -f1); do \
