@@ -32,11 +32,10 @@ convolutions (``--gap-scale``, 0.45 for 8 blocks: the output is ~15 dB from D(E(
 really mixes pixels) unless ``--weights FILE`` gives a checkpoint of ``ours``.
 
 CPU defaults are the same sizes with fewer repeats; on 2 cores the whole run takes about half an hour (one
-600×400 enhancement ≈ 15-20 s, the 1200×1800 tiled pass ≈ 15 min), so
-``--sections enhance|train|tiling`` (comma-separated) measures part of it (each section is written as soon
-as it is measured): the sections measured replace
-those of the last results file for the same machine and keep the others, each stamped with its own time.
-The CPU's tiled timings include the memory meter's per-op overhead. On a loaded machine CPU timings are
+600×400 enhancement ≈ 20 s on our path, 37 s eager; the 1200×1800 tiled pass ≈ 15 min). Each section is
+written as soon as it is measured, and ``--sections enhance|train|tiling`` (comma-separated) measures part
+of it: the sections measured replace those of the last results file for the same machine and torch, the
+others are kept, each stamped with its own time. The CPU's tiled timings include the memory meter's per-op overhead. On a loaded machine CPU timings are
 noise (two OpenMP threads competing for two busy cores slow convolutions down 10-50x); run it on idle
 cores. Results: ``results/perf/dsn_<device>.{json,md}``.
 """
