@@ -58,8 +58,9 @@ clean-results:
 
 # GPU checks for a lent accelerator machine, which has torch but no .venv: `make gpu-check PY=python3`.
 PY ?= $(BIN)/python
+GPU_TESTS := tests/test_gpu.py tests/test_baseline_kind.py tests/test_baseline_distort_recover.py tests/test_baseline_white_box.py
 gpu-check:
-	PYTHONPATH=. $(PY) -m pytest -q -m gpu tests/test_gpu.py
+	PYTHONPATH=. $(PY) -m pytest -q -m gpu $(GPU_TESTS)
 	PYTHONPATH=. $(PY) -m bench.cli perf dsn --device cuda
 
 # --- paper tables and figures (bench reproduce / bench report / bench figure) ---
