@@ -264,12 +264,10 @@ class DistortRecover(TorchMethod):
             "ddqn_argmax": c.ddqn_argmax,
             "inference": f"greedy, at most {self.test_steps()} steps, stop when max Q <= 0; actions replayed at "
                          "full resolution",
-            **self.weights_info,
+            **self.weights_provenance(),
         }
         if subs:
             out["substitutes"] = subs
-        if self.trained:
-            out["trained"] = self.trained
         return out
 
     # ---- training ---------------------------------------------------------------------------

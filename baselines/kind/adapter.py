@@ -387,10 +387,8 @@ class KinD(TorchMethod):
             "normalize_input": bool(c.normalize_input),
             "restore_target_gamma": c.restore_target_gamma,
             "loss_weights": dataclasses.asdict(c.decom_weights()),
-            **self.weights_info,
+            **self.weights_provenance(),
         }
-        if self.trained:
-            out["trained"] = self.trained
         return out
 
     # ---- training ---------------------------------------------------------------------------

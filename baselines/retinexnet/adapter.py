@@ -203,13 +203,11 @@ class RetinexNet(TorchMethod):
                         "5x5 patches, distance 6), blended R' = I_low*R + (1-I_low)*R_nlm"),
             "loss_weights": dataclasses.asdict(c.loss_weights()),
             "adam_shared_steps": bool(c.adam_shared_steps),
-            **self.weights_info,
+            **self.weights_provenance(),
         }
         if c.denoise != "none":
             out["substitutes"] = ["BM3D denoising of the reflectance -> illumination-weighted non-local means "
                                   "(skimage.restoration.denoise_nl_means)"]
-        if self.trained:
-            out["trained"] = self.trained
         return out
 
     # ---- training ---------------------------------------------------------------------------

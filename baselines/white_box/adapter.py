@@ -218,10 +218,8 @@ class WhiteBox(TorchMethod):
             "inference": f"{c.test_steps} filter steps on a {c.image_size}x{c.image_size} preview of the centre "
                          f"square, argmax filter choice, dropout {'on (official)' if c.test_dropout else 'off'}; "
                          "filters replayed at full resolution",
-            **self.weights_info,
+            **self.weights_provenance(),
         }
-        if self.trained:
-            out["trained"] = self.trained
         return out
 
     # ---- training ---------------------------------------------------------------------------

@@ -299,10 +299,8 @@ class DSNMethod(TorchMethod):
         # which build_config has done (and a config built by hand keeps what it says)
         pass
 
-    def setup(self, device: torch.device, weights: Path | None = None) -> dict[str, Any]:
-        super().setup(device, weights)
+    def prepare_inference(self) -> None:
         self.model.set_fast_inference(self.config.inference == "fast")
-        return self.provenance()
 
     def check_checkpoint_meta(self, path: Path, meta: Mapping[str, Any]) -> None:
         have, want = meta.get("structure") or {}, self.structure()
@@ -389,10 +387,8 @@ class DSNMethod(TorchMethod):
             "encoder_file_sha256": info.get("sha256") if info.get("sha256") != info.get("tensors_sha256") else None,
             "faithful": faithful,
             "faithful_reason": reason,
-            **self.weights_info,
+            **self.weights_provenance(),
         }
-        if self.trained:
-            out["trained"] = jsonable(self.trained)
         configured = c.encoder_tensors.rsplit(":", 1)[-1] if c.encoder_tensors else None
         if self.weights_info.get("weights_kind") != "none" and configured and configured != info.get("tensors_sha256"):
             out["encoder_note"] = ("the weights file carries its own encoder tensors, which differ from the configured "
@@ -448,5 +444,6 @@ class DSNMethod(TorchMethod):
                           seed=seed, device=device, enhance_fn=model.enhance, val_pairs=val_pairs, meta=meta,
                           progress=progress, desc=f"train ours ({c.variant})")
         ckpt = trainer.run()
-        model.eval().set_fast_inference(c.inference == "fast")   # as setup() would after loading ckpt
+        model.eval()
+        self.prepare_inference()   # as setup() does after loading the checkpoint
         return ckpt

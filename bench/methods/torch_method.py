@@ -2,8 +2,9 @@
 
 The config is validated when the adapter is made (hook :meth:`TorchMethod.validate_config`). ``setup``
 re-validates it (hook :meth:`TorchMethod.begin_setup`), builds the network with
-:meth:`TorchMethod.build_model`, loads ``weights`` if given, moves the network to the device in eval mode and
-returns :meth:`provenance`.
+:meth:`TorchMethod.build_model`, loads ``weights`` if given, moves the network to the device in eval mode,
+lets the method ready it for inference (hook :meth:`TorchMethod.prepare_inference`) and returns
+:meth:`provenance`.
 
 Weights files, in order:
 
@@ -96,6 +97,9 @@ class TorchMethod(Method):
                 raise BenchError(f"{path} holds only the {meta.get(key)!r} {key}; pass the combined "
                                  "model_final.pt of the training directory")
 
+    def prepare_inference(self) -> None:
+        """Last step of ``setup``, the network loaded, on its device and in eval mode; nothing here."""
+
     def checkpoint_loaded(self, checkpoint: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
         """Read facts from a checkpoint of this project once its weights are loaded: here the
         ``trained_meta_keys`` of its meta, into ``trained``."""
@@ -112,6 +116,7 @@ class TorchMethod(Method):
         if weights is not None:
             self._load(Path(weights))
         self.model.to(self.device).eval()
+        self.prepare_inference()
         return self.provenance()
 
     def _load(self, path: Path) -> None:
@@ -149,6 +154,13 @@ class TorchMethod(Method):
             self.model.load_state_dict(state[key] if key is not None else state, strict=True)  # type: ignore[union-attr]
         except (RuntimeError, KeyError) as e:
             raise BenchError(f"{path}: {str(e).strip().splitlines()[0][:200]}") from None
+
+    def weights_provenance(self) -> dict[str, Any]:
+        """``weights_info`` plus, when the weights came from a training run here, what ``trained`` says of it."""
+        out = dict(self.weights_info)
+        if self.trained:
+            out["trained"] = jsonable(self.trained)
+        return out
 
     # ---- inference --------------------------------------------------------------------------
     def enhance(self, low: torch.Tensor, **kwargs: Any) -> torch.Tensor:
