@@ -11,6 +11,12 @@ import yaml
 from bench.run import RunSpec, execute
 
 
+def assert_image_like(out: torch.Tensor, low: torch.Tensor) -> None:
+    """An enhanced image as the adapter contract promises: ``low``'s shape, float32, finite, within [0, 1]."""
+    assert out.shape == low.shape and out.dtype == torch.float32
+    assert torch.isfinite(out).all() and float(out.min()) >= 0.0 and float(out.max()) <= 1.0
+
+
 def seeded_method(cls, seed: int = 0, config: Any = None):
     """``cls(config)`` set up on the CPU right after seeding torch: its seeded untrained weights."""
     torch.manual_seed(seed)

@@ -34,7 +34,7 @@ from baselines.kind.model import (
     UpConcat,
     _pool,
 )
-from smoke import adam_losses, seeded_method
+from smoke import adam_losses, assert_image_like, seeded_method
 
 torch.set_num_threads(1)
 
@@ -229,7 +229,7 @@ def test_enhance_odd_size_range_and_determinism():
     low = _low()
     a, b = _method(seed=5), _method(seed=5)
     out = a.enhance(low)
-    assert out.shape == low.shape and out.dtype == torch.float32
+    assert_image_like(out, low)
     assert float(out.min()) >= 0 and float(out.max()) <= 1
     assert torch.equal(out, a.enhance(low)) and torch.equal(out, b.enhance(low))
     assert not torch.equal(out, _method(seed=6).enhance(low))

@@ -25,7 +25,7 @@ from baselines.white_box.networks import (AGENT_PARAMS, CRITIC_PARAMS, TOTAL_PAR
 from baselines.white_box.rl import RLConfig, agent_step, critic_loss, step_penalty, step_reward
 from baselines.white_box.train import lr_schedule
 from train_pairs import ArrayPair
-from smoke import adam_losses
+from smoke import adam_losses, assert_image_like
 
 torch.set_num_threads(1)
 
@@ -258,7 +258,7 @@ def test_enhance_sizes_range_and_determinism(smoke_method):
         out = smoke_method.enhance(low)
         torch.manual_seed(5)
         again = smoke_method.enhance(low.clone())
-        assert out.shape == low.shape and out.dtype == torch.float32
+        assert_image_like(out, low)
         assert float(out.min()) >= 0 and float(out.max()) <= 1 and torch.equal(out, again)
     m = WhiteBox(build_config(WhiteBox, "smoke", {"test_dropout": "false"}))
     m.setup(torch.device("cpu"))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import csv
 import hashlib
 import statistics
@@ -13,8 +12,9 @@ import yaml
 from PIL import Image
 
 from bench import registry
+from bench.cli import build_parser
 from bench.errors import BenchError
-from bench.figures import cmd_figure, figure_names, load_figure_spec, register, render
+from bench.figures import cmd_figure, figure_names, load_figure_spec, render
 from bench.paths import results_root
 from bench.report.collect import scan_runs, select
 from bench.report.spec import Row, load_spec
@@ -189,7 +189,7 @@ def test_shipped_demo_figures(demo, tmp_path, capsys):
         pytest.skip("no deterministic Table 1 method besides identity is registered")
     for method in ["identity", *cheap]:
         run(method)
-    args = parser().parse_args(["figure", "demo-grid", "demo-distribution", "demo-cost", "--out", str(tmp_path)])
+    args = build_parser().parse_args(["figure", "demo-grid", "demo-distribution", "demo-cost", "--out", str(tmp_path)])
     assert args.fn(args) == 0
     for name in ("demo-grid", "demo-distribution", "demo-cost"):
         size = check_files([tmp_path / f"{name}.pdf", tmp_path / f"{name}.png", tmp_path / f"{name}.sources.csv"])
@@ -201,35 +201,19 @@ def test_shipped_demo_figures(demo, tmp_path, capsys):
     assert set(cheap) <= grid_rows and "identity" not in grid_rows
     # several names: a figure without runs is reported, the others are still drawn
     (tmp_path / "demo-cost.png").unlink()
-    args = parser().parse_args(["figure", "demo-cost", "fig7", "--out", str(tmp_path)])
+    args = build_parser().parse_args(["figure", "demo-cost", "fig7", "--out", str(tmp_path)])
     with pytest.raises(BenchError, match="1 of 2 figure"):
         args.fn(args)
     assert (tmp_path / "demo-cost.png").exists() and "fig7" in capsys.readouterr().err
 
 
-def parser() -> argparse.ArgumentParser:
-    from bench import cli
-
-    p = cli.build_parser()
-    sub = next(a for a in p._actions if isinstance(a, argparse._SubParsersAction))
-    if "figure" not in sub.choices:
-        register(sub, [])
-    return p
-
-
 def test_cli_list_and_register_wrapper(capsys):
-    p = argparse.ArgumentParser(prog="bench")
-    quiet = argparse.ArgumentParser(add_help=False)
-    quiet.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS)
-    sub = p.add_subparsers(dest="cmd", required=True)
-    add = sub.add_parser
-    sub.add_parser = lambda *a, **k: add(*a, parents=[quiet], **k)
-    register(sub, [quiet])
-    args = p.parse_args(["figure", "fig7", "-q", "--datasets", "lol-485-15", "--profile", "quick"])
+    # bench's own parser: its add_parser wrapper passes -q itself (bench.subcommand)
+    args = build_parser().parse_args(["figure", "fig7", "-q", "--datasets", "lol-485-15", "--profile", "quick"])
     assert args.names == ["fig7"] and args.fn is cmd_figure and args.quiet
-    args = parser().parse_args(["figure", "--list"])
+    args = build_parser().parse_args(["figure", "--list"])
     assert args.fn(args) == 0
     assert "demo-grid" in capsys.readouterr().out
-    args = parser().parse_args(["figure", "fig77"])
+    args = build_parser().parse_args(["figure", "fig77"])
     with pytest.raises(BenchError, match="did you mean 'fig7'"):
         args.fn(args)

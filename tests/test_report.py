@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from bench.cli import build_parser
 from bench.errors import BenchError
 from bench.paths import REPO_ROOT, results_root
 from bench.report import cmd_report, register
@@ -433,14 +434,7 @@ def test_help_has_examples_and_choices(capsys):
 
 def test_register_works_with_the_bench_cli_parser_wrapper():
     """bench.cli wraps add_parser to pass parents=[quiet] itself; register must not pass them twice."""
-    p = argparse.ArgumentParser(prog="bench")
-    quiet = argparse.ArgumentParser(add_help=False)
-    quiet.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS)
-    sub = p.add_subparsers(dest="cmd", required=True)
-    add = sub.add_parser
-    sub.add_parser = lambda *a, **k: add(*a, parents=[quiet], **k)
-    register(sub, [quiet])
-    args = p.parse_args(["report", "table1", "-q", "--datasets", "demo", "lol", "--seeds", "0,1"])
+    args = build_parser().parse_args(["report", "table1", "-q", "--datasets", "demo", "lol", "--seeds", "0,1"])
     assert args.quiet and args.datasets == ["demo", "lol"] and args.fn is cmd_report
 
 

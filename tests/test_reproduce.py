@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import csv
 import os
 import sys
@@ -13,6 +12,7 @@ import pytest
 import yaml
 
 from bench import registry
+from bench.cli import build_parser
 from bench.errors import BenchError
 from bench.paths import results_root
 from bench.report.spec import load_spec
@@ -20,7 +20,6 @@ from bench.reproduce import (
     cmd_reproduce,
     parse_minutes,
     plan_table,
-    register,
     slurm_parameters,
 )
 from bench.run import run_dir_for, run_identity
@@ -38,20 +37,9 @@ def small_spec(tmp_path: Path, rows=("identity", "gain", "fitgain"), seeds=(0, 1
     return path
 
 
-def parser() -> argparse.ArgumentParser:
-    """bench.cli's parser, with `reproduce` registered the way bench/cli.py is asked to (if it is not yet)."""
-    from bench import cli
-
-    p = cli.build_parser()
-    sub = next(a for a in p._actions if isinstance(a, argparse._SubParsersAction))
-    if "reproduce" not in sub.choices:
-        register(sub, [])
-    return p
-
-
 def bench(*argv: str) -> int:
     """`bench ARGV` as bench.cli.main runs it (a BenchError is one line on stderr and exit 2)."""
-    args = parser().parse_args(list(argv))
+    args = build_parser().parse_args(list(argv))
     try:
         return args.fn(args)
     except BenchError as e:
@@ -365,13 +353,7 @@ def test_slurm_options():
 
 # --- cli ------------------------------------------------------------------------------------------
 def test_register_works_with_the_bench_cli_parser_wrapper():
-    p = argparse.ArgumentParser(prog="bench")
-    quiet = argparse.ArgumentParser(add_help=False)
-    quiet.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS)
-    sub = p.add_subparsers(dest="cmd", required=True)
-    add = sub.add_parser
-    sub.add_parser = lambda *a, **k: add(*a, parents=[quiet], **k)
-    register(sub, [quiet])
+    p = build_parser()
     args = p.parse_args(["reproduce", "table2", "-q", "--datasets", "demo", "--seeds", "0,1", "--jobs", "3"])
     assert args.quiet and args.datasets == ["demo"] and args.jobs == 3 and args.fn is cmd_reproduce
     with pytest.raises(SystemExit):
