@@ -597,14 +597,15 @@ def run_perf_dsn(args) -> int:
         except (OSError, ValueError):
             previous = None
 
-    def save(partial: dict[str, Any]) -> list[str]:
+    report: list[str] = []
+
+    def save(partial: dict[str, Any]) -> None:
         merged = merge_results(previous, partial)
         write_json(out / f"dsn_{tag}.json", merged)
-        lines = report_lines(merged)
-        write_text(out / f"dsn_{tag}.md", "\n".join(lines) + "\n")
-        return lines
+        report[:] = report_lines(merged)
+        write_text(out / f"dsn_{tag}.md", "\n".join(report) + "\n")
 
-    res = measure_all(device, cfg, channels_last=cl, weights=getattr(args, "weights", None),
-                      progress=lambda s: print(f"[perf dsn] {s}", flush=True), sections=sections, section_done=save)
-    print("\n".join(save(res)))
+    measure_all(device, cfg, channels_last=cl, weights=getattr(args, "weights", None),
+                progress=lambda s: print(f"[perf dsn] {s}", flush=True), sections=sections, section_done=save)
+    print("\n".join(report))   # every section was saved as it finished
     return 0
