@@ -462,7 +462,8 @@ class WholeImageSampler(SeededSampler):
 
     ``drop_last=True``: every batch is full; a permutation's tail too short for one is skipped
     (``DataLoader(shuffle=True, drop_last=True)``). ``False``: the last batch of each pass holds the remainder.
-    ``flips``: random horizontal, then vertical flip (p = 0.5 each, drawn per image, low and high alike). A batch
+    ``flips``: random horizontal, then vertical flip (p = 0.5 each, drawn per image, low and high alike; see
+    :meth:`flip`, which subclasses may override). A batch
     > 1 needs images of one size. ``use_high=False`` loads the low images only (``Batch.high is None``).
     Images are decoded once and kept as uint8; subclasses may override :meth:`prepare` to transform each one at
     load time (e.g. resize). The order and the flips come from one ``torch.Generator`` seeded from the run seed
@@ -501,6 +502,16 @@ class WholeImageSampler(SeededSampler):
                 "last_batch": "dropped (drop_last=True)" if self.drop_last else "partial (drop_last=False)",
                 "paired": self.use_high}
 
+    def flip(self, images: list[np.ndarray]) -> list[np.ndarray]:
+        """The random flips of one image (low and high alike): horizontal, then vertical, p = 0.5 each, from
+        two draws of the sampler's generator. Subclasses may override it (e.g. DeepLPF's gated flips)."""
+        hflip, vflip = (torch.rand(2, generator=self.generator) < 0.5).tolist()
+        if hflip:
+            images = [a[:, ::-1] for a in images]
+        if vflip:
+            images = [a[::-1] for a in images]
+        return images
+
     def next_batch(self) -> Batch:
         if self._pos + (self.batch if self.drop_last else 1) > len(self._perm):
             self._perm = torch.randperm(len(self), generator=self.generator).tolist()
@@ -512,11 +523,7 @@ class WholeImageSampler(SeededSampler):
         for i in idx:
             images = [self.lows[i]] if self.highs is None else [self.lows[i], self.highs[i]]
             if self.flips:
-                hflip, vflip = (torch.rand(2, generator=self.generator) < 0.5).tolist()
-                if hflip:
-                    images = [a[:, ::-1] for a in images]
-                if vflip:
-                    images = [a[::-1] for a in images]
+                images = self.flip(images)
             lows.append(images[0])
             highs.extend(images[1:])
         return Batch(self._to_tensor(lows), self._to_tensor(highs) if self.highs is not None else None,

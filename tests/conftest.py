@@ -11,6 +11,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("BENCH_SHARED_DATA", REPO.parent / "shared" / "data"))
+SHARED_WEIGHTS = Path(os.environ.get("BENCH_SHARED_WEIGHTS", REPO.parent / "shared" / "weights"))
 
 
 @pytest.fixture(autouse=True)
@@ -26,6 +27,14 @@ def shared_data() -> Path:
     if not (SHARED_DATA / "lol_v1").is_dir():
         pytest.skip(f"real test pairs not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+@pytest.fixture
+def shared_weights() -> Path:
+    """The official weight files and the official code's outputs with them (test fixtures only; SOURCES.md)."""
+    if not (SHARED_WEIGHTS / "SOURCES.md").is_file():
+        pytest.skip(f"official weight fixtures not found at {SHARED_WEIGHTS}")
+    return SHARED_WEIGHTS
 
 
 @pytest.fixture

@@ -135,6 +135,12 @@ class ZeroDCE(TorchMethod):
         "paper@fivek": {"epochs": 200},
     }
 
+    @classmethod
+    def official_layout(cls):
+        from .official import layout
+
+        return layout()
+
     # ---- model ------------------------------------------------------------------------------
     def build_model(self) -> DCENet:
         model = DCENet()

@@ -41,10 +41,24 @@ from ..fsutil import jsonable, sha256_file
 from ..training import STATE_FORMAT, WEIGHTS_FORMAT, Trainer, TrainSettings, load_torch, seed_all
 from .base import Method
 
-__all__ = ["TorchMethod", "TF_WEIGHTS"]
+__all__ = ["TorchMethod", "TF_WEIGHTS", "official_summary"]
 
 #: ``official_description`` of methods whose official weights are TensorFlow checkpoints.
 TF_WEIGHTS = "the official weights are TensorFlow checkpoints, which cannot be read here"
+
+
+def official_summary(record: Mapping[str, Any]) -> dict[str, Any]:
+    """What a run records of official weights: the import's label and id, and each source file's hash and
+    manifest entry ("unverified" when it matches none)."""
+    files = [{k: f.get(k) for k in ("part", "role", "path", "sha256", "manifest_id", "status") if k in f}
+             for f in record.get("files") or []]
+    verified = bool(files) and all(f.get("status") == "verified" for f in files)
+    out: dict[str, Any] = {"label": record.get("label") or ("verified" if verified else "unverified"),
+                           "verified": verified, "files": files}
+    for key in ("id", "manifest_ids", "checkpoint", "trained_on", "contamination", "test_pipeline"):
+        if record.get(key):
+            out[key] = record[key]
+    return out
 
 
 class TorchMethod(Method):
@@ -84,6 +98,12 @@ class TorchMethod(Method):
         """The enhanced image for ``x`` (float32, on the device); ``enhance`` clamps it and adds no_grad/eval."""
         return self.model(x)  # type: ignore[misc]
 
+    @classmethod
+    def official_layout(cls) -> Any:
+        """How the authors' released checkpoint maps into this network (a ``bench.official.layout.OfficialLayout``),
+        or None when there is none to import. ``bench weights import official`` and raw official files use it."""
+        return None
+
     def convert_official_state_dict(self, state_dict: dict[str, Any]) -> dict[str, Any]:
         """Official key names -> this network's (after the ``module.`` prefix is stripped); identity here."""
         return state_dict
@@ -121,26 +141,49 @@ class TorchMethod(Method):
 
     def _load(self, path: Path) -> None:
         obj = load_torch(path)
+        extra: dict[str, Any] = {}
         if isinstance(obj, Mapping) and obj.get("format") in (WEIGHTS_FORMAT, STATE_FORMAT):
             meta = obj.get("meta") or {}
             if meta.get("method") != self.name:
                 raise BenchError(f"{path} holds weights of method {meta.get('method')!r}, not {self.name}")
             self.check_checkpoint_meta(path, meta)
             self.load_model_state(path, obj, "model")
-            self.checkpoint_loaded(obj, meta)
-            kind = "bench_checkpoint" if obj["format"] == WEIGHTS_FORMAT else "bench_train_state"
+            if meta.get("weights_source") == "official":   # converted by bench weights import official
+                kind = "official_import"
+                extra = {"weights_source": "official", "official": official_summary(meta.get("official") or {})}
+            else:
+                self.checkpoint_loaded(obj, meta)
+                kind = "bench_checkpoint" if obj["format"] == WEIGHTS_FORMAT else "bench_train_state"
+                extra = {"weights_source": "trained_here"}
         else:
-            self.load_official(path, obj)
+            extra = self.load_official(path, obj)
             kind = "official_state_dict"
-        self.weights_info = {"weights_kind": kind, "weights_sha256": sha256_file(path)}
+        self.weights_info = {"weights_kind": kind, "weights_sha256": sha256_file(path), **extra}
 
-    def load_official(self, path: Path, obj: Any) -> None:
-        """Load official weights (see the module doc), or refuse ``obj`` as no weights this method knows."""
+    def load_official(self, path: Path, obj: Any) -> dict[str, Any]:
+        """Load an official PyTorch state dict given as ``--weights`` (see the module doc), strictly through
+        :meth:`official_layout` where the method has one, or refuse ``obj`` as no weights this method knows.
+        Returns the provenance facts (``weights_source: official`` and the manifest entry the file matches)."""
         suffix = self.official_key_suffix
         if suffix is None or not (isinstance(obj, Mapping) and any(str(k).endswith(suffix) for k in obj)):
             raise BenchError(self.unrecognised_weights_message(path))
+        layout = self.official_layout()
+        if layout is not None and len(layout.parts) == 1 and layout.parts[0].format == "torch":
+            from ..official.importer import read_part
+            from ..official.layout import LayoutError, convert
+
+            values, files, _ = read_part(layout.parts[0], path)
+            try:
+                state = convert(layout, self.model.state_dict(), {layout.parts[0].name: values})  # type: ignore[union-attr]
+            except LayoutError as e:
+                raise BenchError(f"{path}: {e}") from None
+            self.load_model_state(path, state)
+            return {"weights_source": "official", "official": official_summary({"files": files})}
         state_dict = {str(k).removeprefix("module."): v for k, v in obj.items()}
         self.load_model_state(path, self.convert_official_state_dict(state_dict))
+        from ..official.importer import describe_file
+
+        return {"weights_source": "official", "official": official_summary({"files": [describe_file(path, "state_dict")]})}
 
     def unrecognised_weights_message(self, path: Path) -> str:
         article = "an" if self.name[:1] in "aeiou" else "a"
