@@ -168,7 +168,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     spec = RunSpec(method=args.method, dataset=args.dataset, split=args.split, profile=args.profile, seed=args.seed,
                    overrides=_parse_sets(args.set), weights=args.weights, limit=args.limit, device=args.device,
                    force=args.force, metrics=args.metrics, progress=not args.quiet,
-                   tile=parse_tile_option(args.tile, args.tile_overlap, args.max_pixels))
+                   tile=parse_tile_option(args.tile, args.tile_overlap, args.max_pixels), quantize=args.quantize)
     result = execute(spec)
     print(f"run directory: {result.run_dir}" + ("  (complete run reused; --force to redo)" if result.reused else ""))
     print(_metrics_table(result.metrics))
@@ -273,7 +273,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--profile", choices=["smoke", "quick", "paper"], default="paper")
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a method option")
-    run.add_argument("--weights", type=Path, help="use these weights instead of training")
+    run.add_argument("--weights", metavar="FILE|official:M",
+                     help="use these weights instead of training: a file, or official:M for the official checkpoint "
+                          "imported with bench weights import official --method M (official:M@ID for one import)")
+    run.add_argument("--quantize", choices=["round", "truncate"], default="round",
+                     help="8-bit conversion of the outputs (default round; truncate = astype(uint8), as the official "
+                          "test scripts of EnlightenGAN, RetinexNet, KinD, DeepLPF and HDRNet; recorded)")
     run.add_argument("--limit", type=int, help="only the first N images (marks the run smoke)")
     run.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     run.add_argument("--force", action="store_true", help="redo a complete run")

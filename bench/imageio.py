@@ -131,9 +131,21 @@ def to_tensor(arr: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.array(arr, dtype=np.uint8)).permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
 
 
-def quantize(t: torch.Tensor) -> np.ndarray:
-    """float 1×3×H×W → uint8 H×W×3: clamp to [0,1], ×255, round half to even (as the paper's tensor2img)."""
+#: 8-bit conversions (``bench run --quantize``): how each official test script turns floats into a PNG.
+QUANTIZE_MODES = {
+    "round": "clamp to [0,1], x255, round half to even (DSN's tensor2img; Zero-DCE, CSRNet, DRBN round too)",
+    "truncate": "clamp to [0,1], x255, truncate toward zero (astype(uint8): the official test scripts of "
+                "EnlightenGAN, RetinexNet, KinD, DeepLPF and HDRNet)",
+}
+
+
+def quantize(t: torch.Tensor, mode: str = "round") -> np.ndarray:
+    """float 1×3×H×W → uint8 H×W×3 by ``mode`` (:data:`QUANTIZE_MODES`; default: round half to even, as the
+    paper's tensor2img). Truncation lowers every value by half a level on average (≈ −0.5 level bias)."""
     if t.ndim != 4 or t.shape[0] != 1 or t.shape[1] != 3:
         raise ValueError(f"expected 1×3×H×W, got {tuple(t.shape)}")
-    q = t.detach().float().clamp(0, 1).mul(255.0).round().to(torch.uint8)
+    if mode not in QUANTIZE_MODES:
+        raise ValueError(f"unknown 8-bit conversion {mode!r}; choose {' or '.join(QUANTIZE_MODES)}")
+    scaled = t.detach().float().clamp(0, 1).mul(255.0)
+    q = (scaled.round() if mode == "round" else scaled.floor()).to(torch.uint8)
     return q[0].permute(1, 2, 0).cpu().numpy()

@@ -26,7 +26,7 @@ from .data.manifest import Manifest, Pair, load_manifest, locked, verify_pairs
 from .errors import BenchError
 from .evaluate import evaluate_run
 from .fsutil import canonical_hash, check_writable, sha256_file, write_json, write_text, write_yaml
-from .imageio import quantize, read_rgb, to_tensor, write_png
+from .imageio import QUANTIZE_MODES, quantize, read_rgb, to_tensor, write_png
 from .methods.base import Method, TrainPair, build_config
 from .metrics import resolve_metrics
 from .paths import results_root
@@ -45,13 +45,14 @@ class RunSpec:
     profile: str = "paper"
     seed: int = 0
     overrides: dict[str, str] = field(default_factory=dict)
-    weights: Path | None = None
+    weights: Path | str | None = None   # a file, or official:M[@ID] (bench weights import official)
     limit: int | None = None
     device: str = "auto"
     force: bool = False
     metrics: list[str] | None = None
     progress: bool = True
     tile: TilePolicy = field(default_factory=TilePolicy)   # --tile auto|off|N, --tile-overlap, --max-pixels
+    quantize: str = "round"   # --quantize: the 8-bit conversion of the outputs (imageio.QUANTIZE_MODES)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -116,13 +117,61 @@ def run_dir_for(identity: dict[str, Any]) -> Path:
     return results_root() / "runs" / identity["dataset"] / identity["method"] / canonical_hash(identity)[:12]
 
 
+def user_weights(cls: type[Method], weights: Path | str) -> tuple[Path, dict[str, Any]]:
+    """``--weights``: ``official:M[@ID]`` (a converted import, re-hashed) or a file. A file is official when it
+    matches an official entry of manifests/weights.yaml for this method or is a state dict that is no checkpoint
+    of this project (the adapter then loads it by its official layout)."""
+    from .official.importer import resolve_official
+    from .methods.torch_method import official_summary
+
+    text = str(weights)
+    if text.startswith("official:"):
+        stored, record = resolve_official(text)
+        if record.get("method") != cls.name:
+            raise BenchError(f"--weights {text} holds {record.get('method')} weights, not {cls.name}")
+        return stored, {"source": "official", "path": str(stored), "sha256": record["stored_sha256"],
+                        "official": official_summary(record)}
+    path = Path(text).expanduser()
+    if not path.is_file():
+        raise BenchError(f"--weights {path} does not exist" + (" (a folder: import an official TF checkpoint first "
+                         f"with bench weights import official --method {cls.name} {path})" if path.is_dir() else ""))
+    sha = sha256_file(path)
+    info: dict[str, Any] = {"source": "user", "path": str(path), "sha256": sha}
+    from .weights import find_entry
+
+    found = find_entry(None, sha, None)
+    if found and found[1].get("method") == cls.name:
+        info.update(source="official", manifest_id=found[0])
+    elif cls.trainable and _is_foreign_state_dict(path):
+        info.update(source="official")
+    return path, info
+
+
+def _is_foreign_state_dict(path: Path) -> bool:
+    from .training import STATE_FORMAT, WEIGHTS_FORMAT, load_torch
+
+    try:
+        obj = load_torch(path)
+    except BenchError:
+        return False
+    if isinstance(obj, dict) and obj.get("format") in (WEIGHTS_FORMAT, STATE_FORMAT):
+        return (obj.get("meta") or {}).get("weights_source") == "official"
+    return isinstance(obj, dict)
+
+
+def official_pipeline(cls: type[Method]) -> tuple[dict[str, str], str, str]:
+    """(config overrides, description, 8-bit conversion) of the official test script for official weights."""
+    layout = cls.official_layout() if hasattr(cls, "official_layout") else None
+    if layout is None:
+        return {}, "", "round"
+    return dict(layout.test_overrides), layout.test_pipeline, layout.official_quantize
+
+
 def ensure_weights(cls: type[Method], method: Method, spec: RunSpec, m: Manifest,
                    device: torch.device) -> tuple[Path | None, dict[str, Any]]:
     """Weights for a trainable method: ``--weights``, else a finished matching training run, else train now."""
     if spec.weights is not None:
-        if not spec.weights.is_file():
-            raise BenchError(f"--weights {spec.weights} does not exist")
-        return spec.weights, {"source": "user", "path": str(spec.weights), "sha256": sha256_file(spec.weights)}
+        return user_weights(cls, spec.weights)
     if not cls.trainable:
         return None, {"source": "none"}
     if "train" not in m.splits:
@@ -190,7 +239,7 @@ def _pad(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, int, int]:
 
 
 def enhance_one(method: Method, low: np.ndarray, device: torch.device, reference: np.ndarray | None = None,
-                policy: TilePolicy | None = None) -> tuple[np.ndarray, float, dict[str, Any]]:
+                policy: TilePolicy | None = None, quantize_mode: str = "round") -> tuple[np.ndarray, float, dict[str, Any]]:
     """The harness side of the adapter contract: pad, call (under the memory policy, in inference mode),
     check, crop, quantise; time the call. Returns the image, the milliseconds and the policy's record."""
     x, h, w = _pad(to_tensor(low).to(device), method.pad_multiple)
@@ -211,7 +260,7 @@ def enhance_one(method: Method, low: np.ndarray, device: torch.device, reference
         raise RuntimeError(f"{method.name}.enhance returned shape {getattr(y, 'shape', None)}, expected {tuple(x.shape)}")
     if not torch.isfinite(y).all():
         raise RuntimeError(f"{method.name}.enhance returned non-finite values")
-    return quantize(y[..., :h, :w]), elapsed, info
+    return quantize(y[..., :h, :w], quantize_mode), elapsed, info
 
 
 _ENHANCE_FIELDS = ["id", "height", "width", "runtime_ms", "device", "tiled", "fallback", "output_sha256"]
@@ -228,7 +277,7 @@ def _done_ids(path: Path, outputs: Path) -> dict[str, dict[str, str]]:
 
 
 def enhance_stage(method: Method, m: Manifest, pairs: list[Pair], run_dir: Path, device: torch.device,
-                  seed: int, progress: bool, policy: TilePolicy | None = None) -> None:
+                  seed: int, progress: bool, policy: TilePolicy | None = None, quantize_mode: str = "round") -> None:
     outputs = run_dir / "outputs"
     outputs.mkdir(parents=True, exist_ok=True)
     log_path = run_dir / "enhance.csv"
@@ -251,10 +300,10 @@ def enhance_stage(method: Method, m: Manifest, pairs: list[Pair], run_dir: Path,
             if device.type == "cuda" and low.shape not in warmed:
                 # one untimed call per new image shape: cudnn.benchmark autotuning and allocator growth
                 # stay out of runtime_ms (harness_design.md §6: "after warm-up")
-                enhance_one(method, low, device, reference, policy)
+                enhance_one(method, low, device, reference, policy, quantize_mode)
                 warmed.add(low.shape)
             torch.manual_seed(image_seed(seed, p.id))
-            out, ms, info = enhance_one(method, low, device, reference, policy)
+            out, ms, info = enhance_one(method, low, device, reference, policy, quantize_mode)
             if info["tiled"] or info["fallback"] != "none":
                 log.info("%s: %s", p.id, info)
             record = method.image_record()
@@ -295,11 +344,14 @@ class RunResult:
     metrics: list[dict[str, Any]]
 
 
-def protocol_card(m: Manifest, split: str, n: int, weights_info: dict[str, Any], provenance: dict[str, Any]) -> dict:
+def protocol_card(m: Manifest, split: str, n: int, weights_info: dict[str, Any], provenance: dict[str, Any],
+                  quantize_mode: str = "round") -> dict:
+    from .imageio import QUANTIZE_MODES
+
     return {
         "dataset_version": f"{m.name}@{m.version}", "split": split, "split_fingerprint": m.fingerprint(split),
         "n_images": n, "resolution_rule": m.source.get("resolution_rule", "native"),
-        "gt_format": m.source.get("gt_format", "as stored"), "quantisation": "clamp, x255, round half-even, PNG",
+        "gt_format": m.source.get("gt_format", "as stored"), "quantisation": f"{quantize_mode}: {QUANTIZE_MODES[quantize_mode]}, PNG",
         "psnr_space": "RGB", "ssim_impl": "wang_rgb_mean", "gt_mean": "off", "tta": "off",
         "checkpoint": weights_info, "trained_on": weights_info.get("train_run") and f"{m.name}:train",
         "selected_on": weights_info.get("selected_on"), "fivek_input_mode": m.source.get("fivek_input_mode"),
@@ -326,12 +378,29 @@ def execute(spec: RunSpec) -> RunResult:
     metrics = resolve_metrics(spec.metrics, m.paired)
     verify_or_fail(m, pairs, spec.progress)
 
+    if spec.quantize not in QUANTIZE_MODES:
+        raise BenchError(f"--quantize {spec.quantize}: choose {' or '.join(QUANTIZE_MODES)}")
     method = cls(config)
     weights, weights_info = ensure_weights(cls, method, spec, m, device)
+    official_test: dict[str, Any] | None = None
+    if weights_info.get("source") == "official":
+        # the official test script's pipeline; the user's --set still wins
+        overrides, pipeline, official_q = official_pipeline(cls)
+        applied = {k: v for k, v in overrides.items() if k not in spec.overrides}
+        if applied:
+            config = build_config(cls, spec.profile, {**applied, **spec.overrides}, m.name)
+            method = cls(config)
+        official_test = {"pipeline": pipeline, "overrides_applied": applied, "official_quantize": official_q,
+                         "quantize_used": spec.quantize}
+        if official_q != spec.quantize:
+            log.warning("%s's official test script converts to 8 bits by %s; this run uses %s (--quantize %s to "
+                        "match it)", name, official_q, spec.quantize, official_q)
     identity = run_identity(name, cls, config, weights_info.get("sha256"), m, spec.split, spec.seed, spec.profile,
                             spec.limit, None if spec.limit is None else [p.id for p in pairs])
     if spec.tile.identity() is not None:      # a non-default memory policy can change outputs
         identity["tiling"] = spec.tile.identity()
+    if spec.quantize != "round":               # so is the 8-bit conversion (round keeps the IDs of older runs)
+        identity["quantize"] = spec.quantize
     run_dir = run_dir_for(identity)
     run_id = run_dir.name
     check_writable(run_dir.parent)
@@ -362,7 +431,8 @@ def execute(spec: RunSpec) -> RunResult:
             "metrics": [mt.name for mt in metrics], "weights": weights_info,
             "tiling": dataclasses.asdict(spec.tile), "tileable": bool(getattr(cls, "tileable", False)),
             "trainable_parameters": method.trainable_parameters(),
-            "protocol": protocol_card(m, spec.split, len(pairs), weights_info, provenance),
+            "quantize": spec.quantize, "official_test": official_test,
+            "protocol": protocol_card(m, spec.split, len(pairs), weights_info, provenance, spec.quantize),
             "identity": identity,
         }
         write_yaml(run_dir / "config.yaml", config_doc)
@@ -376,7 +446,7 @@ def execute(spec: RunSpec) -> RunResult:
                    dataset_fingerprint=identity["fingerprint"])
         write_json(run_dir / "env.json", env)
         log.info("run %s: %s on %s:%s (%d images) on %s", run_id, name, m.name, spec.split, len(pairs), device)
-        enhance_stage(method, m, pairs, run_dir, device, spec.seed, spec.progress, spec.tile)
+        enhance_stage(method, m, pairs, run_dir, device, spec.seed, spec.progress, spec.tile, spec.quantize)
         rows = evaluate_run(run_dir, metrics, m, pairs, progress=spec.progress)
         env.update(finished=now(), metric_versions={mt.name: mt.version for mt in metrics})
         write_json(run_dir / "env.json", env)

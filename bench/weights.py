@@ -10,10 +10,11 @@ Sub-commands (``register`` builds their parsers; ``cli.py`` calls it):
     ``vgg16_conv1.yaml`` (file sha256, kind, tensors sha256, the gain of EᵀE, whether the file is the one
     the paper's numbers need). ``ours`` with ``encoder=auto`` (the default) or ``encoder=vgg16`` then uses
     them; the source file is not needed any more.
-``bench weights import official FILE``
-    Strictly loads an official-layout DSN state dict (``fiveK_G.pth``) into the default ``ours`` network,
-    records its sha256 in ``$BENCH_DATA/_weights/official.yaml`` and prints how to run with it
-    (``bench run --method ours --dataset fivek --weights FILE``). The file stays where it is.
+``bench weights import official [--method M] PATH... [--dry-run]``
+    The authors' released checkpoint of any learned method (default ``ours``, i.e. ``fiveK_G.pth``): PyTorch
+    state dicts and TensorFlow checkpoints (read without TensorFlow), mapped strictly into our network and
+    stored converted (``bench/official/importer.py``). Files matching ``manifests/weights.yaml`` are labelled
+    with their checkpoint entry, others "unverified". ``bench run --weights official:M`` uses the import.
 ``bench weights show``
     What is imported, with hashes, and what ``manifests/weights.yaml`` knows.
 ``bench weights verify``
@@ -46,8 +47,8 @@ __all__ = [
     "faithfulness",
     "import_vgg16",
     "imported_vgg16",
+    "manifest_checkpoints",
     "import_official",
-    "imported_official",
     "show_lines",
     "verify",
     "register",
@@ -56,7 +57,6 @@ __all__ = [
 
 VGG_TENSORS = "vgg16_conv1.pt"
 VGG_RECORD = "vgg16_conv1.yaml"
-OFFICIAL_RECORD = "official.yaml"
 UNKNOWN = "unknown"
 PAPER_FILE_NOTE = ("the paper's numbers need the Caffe-derived vgg16.weight (kind caffe_t7, the vgg16.t7 lineage "
                    "of abhiskk/fast-neural-style and EnlightenGAN); torchvision's weights are a documented "
@@ -84,6 +84,17 @@ def manifest_entries() -> dict[str, dict[str, Any]]:
     if not isinstance(files, dict):
         raise BenchError(f"{path}: 'files' must be a mapping of id to entry")
     return {str(k): dict(v or {}) for k, v in files.items()}
+
+
+def manifest_checkpoints() -> dict[str, dict[str, Any]]:
+    """``checkpoints:`` of manifests/weights.yaml: one entry per official release (its files list it)."""
+    path = manifest_path()
+    if not path.exists():
+        return {}
+    groups = (read_yaml(path) or {}).get("checkpoints") or {}
+    if not isinstance(groups, dict):
+        raise BenchError(f"{path}: 'checkpoints' must be a mapping of id to entry")
+    return {str(k): dict(v or {}) for k, v in groups.items()}
 
 
 def _known(value: Any) -> str | None:
@@ -213,49 +224,34 @@ def imported_vgg16() -> tuple[Any, Any, dict[str, Any]] | None:
 
 
 # ------------------------------------------------------------------------------------------------
-# official DSN checkpoints
+# official checkpoints
 # ------------------------------------------------------------------------------------------------
-def imported_official() -> list[dict[str, Any]]:
-    path = weights_dir() / OFFICIAL_RECORD
-    if not path.exists():
-        return []
-    return list((read_yaml(path) or {}).get("files") or [])
+def import_official(method: str, paths: Sequence[str | os.PathLike], dry: bool = False) -> dict[str, Any]:
+    """``bench.official.importer.import_official``; for ``ours`` also the facts of its frozen VGG tensors."""
+    from .official.importer import import_official as generic
+    from .registry import canonical
+
+    if canonical(method) != "ours" or dry:
+        return generic(method, paths, dry=dry)
+    generic(method, paths, dry=True)   # names and shapes first, so a wrong file is named by the layout check
+    return generic(method, paths, extra=_dsn_encoder_facts(Path(paths[0])))
 
 
-def import_official(path: str | os.PathLike) -> dict[str, Any]:
-    """Strict load into the default ``ours`` network (8 blocks, RRAM, t = 3); record the file's hash."""
+def _dsn_encoder_facts(path: Path) -> dict[str, Any]:
     import torch
 
     from .dsn.model import DSN
     from .dsn.official import load_official_state_dict
 
-    path = _file(path)
     torch.manual_seed(0)
-    model = DSN()
     try:
-        info = load_official_state_dict(model, str(path))
+        info = load_official_state_dict(DSN(), str(path))
     except (ValueError, RuntimeError) as e:
         raise BenchError(f"{path}: " + str(e).splitlines()[0]) from None
     vgg = imported_vgg16()
-    found = find_entry(path.name, info["sha256"], None)
-    entry_id, entry = found if found else (None, None)
     faithful, reason = faithfulness("dsn_checkpoint", None, info["tensors_sha256"])
-    record = {
-        "path": str(path.resolve()),
-        "sha256": info["sha256"],
-        "size": path.stat().st_size,
-        "n_keys": info["n_keys"],
-        "encoder_tensors_sha256": info["tensors_sha256"],
-        "encoder_matches_imported_vgg16": None if vgg is None else vgg[2].get("tensors_sha256") == info["tensors_sha256"],
-        "manifest_id": entry_id,
-        "manifest_sha256": _sha_status(entry, info["sha256"]),
-        "faithful_encoder": faithful,
-        "faithful_reason": reason,
-        "imported_at": now(),
-    }
-    records = [r for r in imported_official() if r.get("sha256") != record["sha256"]] + [record]
-    write_yaml(weights_dir() / OFFICIAL_RECORD, {"files": records})
-    return record
+    return {"encoder_tensors_sha256": info["tensors_sha256"], "faithful_encoder": faithful, "faithful_reason": reason,
+            "encoder_matches_imported_vgg16": None if vgg is None else vgg[2].get("tensors_sha256") == info["tensors_sha256"]}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -278,14 +274,17 @@ def show_lines() -> list[str]:
             f"spectral norm {r.get('gain', {}).get('spectral_norm', float('nan')):.4g}",
             f"  imported:       {r.get('imported_at')}",
         ]
-    off = imported_official()
+    from .official.importer import imports
+
+    off = imports()
     if not off:
-        lines.append("official DSN checkpoints: none imported")
+        lines.append("official checkpoints: none imported (bench weights import official --method M PATH)")
     for r in off:
-        lines += [f"official DSN checkpoint: {r.get('path')}",
-                  f"  sha256: {r.get('sha256')} (manifest: {r.get('manifest_sha256')}), {r.get('n_keys')} tensors",
-                  f"  encoder tensors sha256: {r.get('encoder_tensors_sha256')}",
-                  f"  use: bench run --method ours --dataset fivek --weights {r.get('path')}"]
+        lines.append(f"official {r.get('method')} [{r.get('label')}] import {r.get('id')}: {r.get('stored')}")
+        for f in r.get("files") or []:
+            lines.append(f"  {f.get('part') or 'file'} {f.get('role')}: {f.get('path')} sha256 {str(f.get('sha256'))[:16]}… "
+                         f"({f.get('manifest_id') or 'unverified'})")
+        lines.append(f"  use: bench run --method {r.get('method')} --dataset D --weights official:{r.get('method')}")
     entries = manifest_entries()
     if entries:
         lines.append(f"known files ({manifest_path()}):")
@@ -312,12 +311,21 @@ def verify() -> tuple[list[str], list[str]]:
             located.setdefault(r.get("manifest_id") or "", []).append((src, str(r.get("source_sha256"))))
         elif r.get("source_path"):
             lines.append(f"note: source {src} is gone (not needed: the tensors are stored)")
-    for r in imported_official():
-        p = Path(str(r.get("path")))
-        if not p.is_file():
-            problems.append(f"official checkpoint {p} is missing (imported with sha256 {str(r.get('sha256'))[:16]}…)")
-            continue
-        located.setdefault(r.get("manifest_id") or "", []).append((p, str(r.get("sha256"))))
+    from .official.importer import imports
+
+    for r in imports():
+        stored = Path(str(r.get("stored")))
+        if not stored.is_file() or sha256_file(stored) != r.get("stored_sha256"):
+            problems.append(f"converted official {r.get('method')} weights {stored} are missing or altered; "
+                            "import the official file again")
+        else:
+            lines.append(f"ok: {stored} as written at import ({r.get('label')})")
+        for f in r.get("files") or []:
+            p = Path(str(f.get("path")))
+            if p.is_file():
+                located.setdefault(f.get("manifest_id") or "", []).append((p, str(f.get("sha256"))))
+            else:
+                lines.append(f"note: official source {p} is gone (not needed: the converted weights are stored)")
     entries = manifest_entries()
     seen: set[Path] = set()
     for entry_id, items in located.items():
@@ -349,7 +357,9 @@ def verify() -> tuple[list[str], list[str]]:
 def cmd_weights(args: argparse.Namespace) -> int:
     if args.weights_cmd == "import":
         if args.what == "vgg16":
-            r = import_vgg16(args.file)
+            if len(args.file) != 1 or args.dry_run or args.method:
+                raise BenchError("bench weights import vgg16 takes one FILE (no --method, no --dry-run)")
+            r = import_vgg16(args.file[0])
             print(f"imported VGG-16 conv1 ({r['kind']}) from {r['source_path']}")
             print(f"  file sha256 {r['source_sha256']} (manifest: {r['manifest_sha256']})")
             print(f"  tensors sha256 {r['tensors_sha256']} -> {weights_dir() / VGG_TENSORS}")
@@ -357,12 +367,7 @@ def cmd_weights(args: argparse.Namespace) -> int:
             print(f"  note: {PAPER_FILE_NOTE}")
             print("  ours now uses these tensors (encoder=auto or encoder=vgg16); earlier trained weights are not reused")
         else:
-            r = import_official(args.file)
-            print(f"official DSN weights OK: {r['path']} ({r['n_keys']} tensors, strict load into ours)")
-            print(f"  sha256 {r['sha256']} (manifest: {r['manifest_sha256']})")
-            print(f"  encoder tensors sha256 {r['encoder_tensors_sha256']}")
-            print(f"  use: bench run --method ours --dataset fivek --weights {r['path']}")
-            print(f"  its encoder tensors can also serve other runs: bench weights import vgg16 {r['path']}")
+            _print_official(import_official(args.method or "ours", args.file, dry=args.dry_run))
         return 0
     if args.weights_cmd == "show":
         print("\n".join(show_lines()))
@@ -372,6 +377,36 @@ def cmd_weights(args: argparse.Namespace) -> int:
     if problems:
         raise BenchError(f"{len(problems)} weight file(s) missing or altered: {problems[0]}")
     return 0
+
+
+def _print_official(r: dict[str, Any]) -> None:
+    reading = r.get("reading") or {}
+    for f in r.get("files") or []:
+        print(f"  {f.get('part') or 'file'} {f.get('role')}: {f.get('path')} ({f.get('size'):,} B) sha256 "
+              f"{f.get('sha256')} [{f.get('manifest_id') or 'not in manifests/weights.yaml'}]")
+    for part, st in reading.items():
+        mem = f", peak {st['peak_bytes'] / 2**20:.1f} MiB" if "peak_bytes" in st else ""
+        missing = "".join(f"; data shard {m['name']} absent ({m['expected_bytes']:,} B expected)"
+                          for m in st.get("missing_shards") or [])
+        print(f"  read {part}: {st['seconds'] * 1000:.1f} ms{mem}{missing}")
+    if r.get("dry_run"):
+        print(f"dry run OK: {r['method']}: {r['filled']} of our tensors map from the official names and shapes "
+              f"({sum(r['official_tensors'].values())} official tensors, {sum(r['ignored'].values())} ignored, "
+              f"{len(r['kept'])} kept)")
+        return
+    print(f"official {r['method']} weights imported [{r['label']}]"
+          + ("" if r["verified"] else f" ({r.get('unverified_reason')})"))
+    if r.get("trained_on"):
+        print(f"  trained on: {r['trained_on']}")
+    for dataset, why in (r.get("contamination") or {}).items():
+        print(f"  CONTAMINATION on {dataset}: {why}")
+    if r.get("encoder_tensors_sha256"):
+        print(f"  encoder tensors sha256 {r['encoder_tensors_sha256']}; faithful: "
+              f"{'yes' if r['faithful_encoder'] else 'no'} ({r['faithful_reason']})")
+    print(f"  stored: {r['stored']} (sha256 {r['stored_sha256'][:16]}…)")
+    print(f"  official test pipeline: {r.get('test_pipeline') or 'as ours'}; its 8-bit conversion: "
+          f"{r.get('official_quantize')} (bench run --quantize {r.get('official_quantize')} to match it)")
+    print(f"  use: bench run --method {r['method']} --dataset D --weights official:{r['method']}")
 
 
 def register(subparsers: Any, parents: Sequence[argparse.ArgumentParser] = ()) -> argparse.ArgumentParser:
@@ -392,9 +427,16 @@ def register(subparsers: Any, parents: Sequence[argparse.ArgumentParser] = ()) -
     imp = wsub.add_parser("import", parents=list(parents), formatter_class=fmt,
                           help="check a weights file and record it (vgg16: store its conv1 tensors)",
                           epilog="examples:\n  bench weights import vgg16 vgg16.weight\n"
-                                 "  bench weights import official fiveK_G.pth")
+                                 "  bench weights import official fiveK_G.pth\n"
+                                 "  bench weights import official --method zero-dce Epoch99.pth\n"
+                                 "  bench weights import official --method kind KinD/checkpoint/\n"
+                                 "  bench weights import official --method hdrnet --dry-run hdrp/")
     imp.add_argument("what", choices=["vgg16", "official"])
-    imp.add_argument("file", type=Path)
+    imp.add_argument("file", type=Path, nargs="+",
+                     help="vgg16: one file; official: the file, TF checkpoint folder(s) or a folder holding them")
+    imp.add_argument("--method", help="official: the method whose release this is (default ours)")
+    imp.add_argument("--dry-run", action="store_true",
+                     help="official: check names and shapes only (a TF .index without its data shard suffices)")
     wsub.add_parser("show", parents=list(parents), help="what is imported, with hashes")
     wsub.add_parser("verify", parents=list(parents), help="re-hash what was imported")
     w.set_defaults(fn=cmd_weights)

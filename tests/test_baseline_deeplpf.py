@@ -291,6 +291,94 @@ def test_config_validation():
     assert paper.batch == 1 and paper.crop == 0 and paper.epochs == 300 and paper.lr == 1e-4
 
 
+# ------------------------------------------------------------------------------------------------
+# whole-image flips (official data.py: a p = 0.5 gate, then h and v flips with p = 0.5 each inside it)
+# ------------------------------------------------------------------------------------------------
+def _flip_pair(seed: int = 3):
+    from train_pairs import ArrayPair
+
+    rng = np.random.default_rng(seed)
+    low = rng.integers(0, 256, (32, 40, 3), dtype=np.uint8)        # no symmetry: every flip is distinguishable
+    return ArrayPair("p0", low, 255 - low), low
+
+
+def _flip_kinds(sampler, low: np.ndarray, n: int) -> list[str]:
+    """Which flip each of ``n`` batches carries: none, h, v or hv (and the high image flipped alike)."""
+    ref = torch.from_numpy(np.ascontiguousarray(low)).permute(2, 0, 1).float().div(255.0)
+    kinds = {"none": ref, "h": ref.flip(-1), "v": ref.flip(-2), "hv": ref.flip(-1).flip(-2)}
+    out = []
+    for _ in range(n):
+        b = sampler.next_batch()
+        kind = [k for k, t in kinds.items() if torch.equal(b.low[0], t)]
+        assert len(kind) == 1
+        torch.testing.assert_close(b.high[0], 1 - b.low[0], atol=1e-6, rtol=0)  # high flipped like low
+        out.append(kind[0])
+    return out
+
+
+def test_official_flips_are_gated():
+    from baselines.deeplpf.adapter import WholeImageSampler
+
+    pair, low = _flip_pair()
+    n = 8000
+    kinds = _flip_kinds(WholeImageSampler([pair], seed=5), low, n)   # the default is flips="official"
+    freq = {k: kinds.count(k) / n for k in ("none", "h", "v", "hv")}
+    # data.py: P(no flip) = 0.5 (gate closed) + 0.5 * 0.25 (gate open, neither flip) = 0.625; each of h only,
+    # v only and both = 0.5 * 0.25 = 0.125; each flip on its own: P(h) = P(v) = 0.25. (Independent flips would
+    # give 0.25 for all four and P(h) = P(v) = 0.5.) Tolerances are > 4.5 standard deviations at n = 8000.
+    assert abs(freq["none"] - 0.625) < 0.025, freq
+    for k in ("h", "v", "hv"):
+        assert abs(freq[k] - 0.125) < 0.02, freq
+    assert abs(freq["h"] + freq["hv"] - 0.25) < 0.025 and abs(freq["v"] + freq["hv"] - 0.25) < 0.025, freq
+    # the exact draws: per image, one randperm of the single index, then (gate, h, v) = rand(3) < 0.5
+    from bench.training import derive_seed
+
+    g = torch.Generator().manual_seed(derive_seed(5, "whole-images"))
+    expect = []
+    for _ in range(200):
+        torch.randperm(1, generator=g)
+        gate, h, v = (torch.rand(3, generator=g) < 0.5).tolist()
+        expect.append({(0, 0): "none", (1, 0): "h", (0, 1): "v", (1, 1): "hv"}[(gate and h, gate and v)])
+    assert kinds[:200] == expect
+    # seeded and deterministic
+    assert _flip_kinds(WholeImageSampler([pair], seed=5), low, 200) == kinds[:200]
+    assert _flip_kinds(WholeImageSampler([pair], seed=6), low, 200) != kinds[:200]
+
+
+def test_independent_flips_are_the_previous_behaviour():
+    from baselines.deeplpf.adapter import WholeImageSampler
+    from bench import training
+
+    pair, low = _flip_pair()
+    n = 4000
+    kinds = _flip_kinds(WholeImageSampler([pair], seed=5, flips="independent"), low, n)
+    # adapter version 1 = the generic sampler's flips: two draws per image, p = 0.5 each
+    old = training.WholeImageSampler([pair], 1, 5, flips=True, seed_tag="whole-images", min_side=32)
+    assert _flip_kinds(old, low, n) == kinds
+    freq = {k: kinds.count(k) / n for k in ("none", "h", "v", "hv")}
+    for k in freq:
+        assert abs(freq[k] - 0.25) < 0.03, freq
+    assert set(_flip_kinds(WholeImageSampler([pair], seed=5, flips="off"), low, 50)) == {"none"}
+
+
+def test_flips_option_parsing():
+    from bench.errors import BenchError
+
+    assert DeepLPFConfig().flips == "official"
+    assert build_config(DeepLPF, "paper", {}, "lol-v1").flips == "official"
+    for raw, mode in [("official", "official"), ("independent", "independent"), ("off", "off"),
+                      ("true", "official"), ("yes", "official"), ("1", "official"), ("false", "off"), ("0", "off"),
+                      ("Independent", "independent")]:
+        assert build_config(DeepLPF, "smoke", {"flips": raw}).flips == mode, raw
+    assert DeepLPF(DeepLPFConfig(flips=True)).config.flips == "official"      # bool configs still load
+    assert DeepLPF(DeepLPFConfig(flips=False)).config.flips == "off"
+    with pytest.raises(BenchError):
+        build_config(DeepLPF, "smoke", {"flips": "sometimes"})
+    assert DeepLPF.version == 2                                                 # the default changed: new run IDs
+    prov = DeepLPF(build_config(DeepLPF, "paper", {}, "lol-v1")).provenance()["training_input"]
+    assert "official gated" in prov
+
+
 def test_end_to_end_demo_smoke(monkeypatch):
     from bench.run import RunSpec, execute
 

@@ -128,7 +128,7 @@ def test_bad_files_fail_in_one_line(tmp_path, capsys):
         (("vgg16", not_dict), "state dict"),
         (("official", tmp_path / "absent.pth"), "not found"),
         (("official", junk), "not a loadable"),
-        (("official", wrong_keys), "does not match the DSN layout"),
+        (("official", wrong_keys), "lacks tensor operations"),
         (("official", not_dict), "state dict"),
     ]
     for (what, path), pattern in cases:
@@ -146,10 +146,17 @@ def test_import_official_and_verify_detects_changes(tmp_path, capsys, bench_env)
     path = tmp_path / "fiveK_G.pth"
     torch.save(export_official_state_dict(DSN()), path)
     code, out, _ = _run(capsys, "import", "official", path)
-    assert code == 0 and f"--weights {path.resolve()}" in out and "964 tensors" in out
-    rec = weights.imported_official()[0]
-    assert rec["sha256"] == _sha(path) and rec["manifest_id"] == "dsn_fivek_official"
-    assert rec["manifest_sha256"] == "unknown in manifest"
+    assert code == 0 and "--weights official:ours" in out and "[unverified]" in out
+    from bench.official.importer import imports, resolve_official
+
+    rec = imports()[0]
+    assert rec["method"] == "ours" and rec["files"][0]["sha256"] == _sha(path)
+    assert rec["files"][0]["status"] == "unverified"   # the manifest knows fiveK_G.pth but not its hash
+    assert rec["encoder_tensors_sha256"] and rec["faithful_encoder"] is False
+    stored, again = resolve_official("official:ours")
+    assert again["id"] == rec["id"] and stored.is_file()
+    loaded = torch.load(stored, weights_only=True)["model"]
+    assert set(loaded) == set(export_official_state_dict(DSN()))   # all 964 official tensors, converted
     # importing it as VGG takes its frozen encoder tensors (kind dsn_checkpoint)
     assert _run(capsys, "import", "vgg16", path)[0] == 0
     assert weights.imported_vgg16()[2]["kind"] == "dsn_checkpoint"
@@ -174,7 +181,7 @@ def test_official_import_rejects_a_four_block_file(tmp_path, capsys):
     path = tmp_path / "ib4_G.pth"
     torch.save(export_official_state_dict(DSN(n_blocks=4)), path)
     code, _, err = _run(capsys, "import", "official", path)
-    assert code == 2 and "missing" in err and err.count("\n") == 1
+    assert code == 2 and "lacks tensor operations.5." in err and err.count("\n") == 1
 
 
 def test_register_builds_parsers_with_the_given_parents():
@@ -184,7 +191,7 @@ def test_register_builds_parsers_with_the_given_parents():
     sub = root.add_subparsers(dest="cmd", required=True)
     weights.register(sub, [quiet])
     args = root.parse_args(["weights", "import", "vgg16", "some.pth", "-q"])
-    assert args.what == "vgg16" and str(args.file) == "some.pth" and args.quiet and args.fn is weights.cmd_weights
+    assert args.what == "vgg16" and [str(f) for f in args.file] == ["some.pth"] and args.quiet and args.fn is weights.cmd_weights
     assert root.parse_args(["weights", "show"]).weights_cmd == "show"
     with pytest.raises(SystemExit):
         root.parse_args(["weights", "import", "resnet", "x.pth"])

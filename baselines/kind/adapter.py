@@ -333,6 +333,12 @@ class KinD(TorchMethod):
         # the harness would call enhance(low, reference=high). Today's harness never passes it.
         self.needs_reference_at_test = self.config.fixed_ratio() is None
 
+    @classmethod
+    def official_layout(cls):
+        from .official import layout
+
+        return layout()
+
     # ---- model ------------------------------------------------------------------------------
     def build_model(self) -> KinDModel:
         return KinDModel()

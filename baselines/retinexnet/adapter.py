@@ -172,6 +172,12 @@ class RetinexNet(TorchMethod):
         "paper@fivek": {"epochs": 100},
     }
 
+    @classmethod
+    def official_layout(cls):
+        from .official import layout
+
+        return layout()
+
     # ---- model ------------------------------------------------------------------------------
     def build_model(self) -> RetinexNetModel:
         return RetinexNetModel()

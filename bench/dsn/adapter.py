@@ -276,6 +276,12 @@ class DSNMethod(TorchMethod):
                         "code_milestones": _FIVEK_CODE},
     }
 
+    @classmethod
+    def official_layout(cls):
+        from .official import layout
+
+        return layout()
+
     # ---- model ------------------------------------------------------------------------------
     def structure(self) -> dict[str, Any]:
         c = self.config
@@ -319,7 +325,7 @@ class DSNMethod(TorchMethod):
         self.trained["iteration"] = checkpoint.get("iteration")
         self.trained["selected"] = checkpoint.get("selected", "state")
 
-    def load_official(self, path: Path, obj: Any) -> None:
+    def load_official(self, path: Path, obj: Any) -> dict[str, Any]:
         # official-layout checkpoints come in several wrappers and are loaded by name mapping, not by a strict
         # load_state_dict of a key-suffix-recognised dict (bench/dsn/official.py)
         from ..fsutil import sha256_file
@@ -338,6 +344,10 @@ class DSNMethod(TorchMethod):
         except ValueError as e:
             raise BenchError(f"{path}: {str(e).splitlines()[0]}") from None
         self.model.encoder_info.update({"sha256": sha256_file(path), "path": str(path.resolve())})
+        from ..methods.torch_method import official_summary
+        from ..official.importer import describe_file
+
+        return {"weights_source": "official", "official": official_summary({"files": [describe_file(path, "state_dict")]})}
 
     def enhance(self, low: torch.Tensor) -> torch.Tensor:
         # the raw network output, unclamped and left in the train/eval mode it is in: the harness clamps

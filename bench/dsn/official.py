@@ -24,6 +24,7 @@ from bench.fsutil import sha256_file
 
 __all__ = [
     "official_key_layout",
+    "layout",
     "load_official_state_dict",
     "export_official_state_dict",
     "read_state_dict",
@@ -72,6 +73,41 @@ def official_key_layout(n_blocks: int = 8) -> List[Tuple[str, Tuple[int, ...]]]:
             out += [(f"operations.{i}.{sub}.{k}", s) for k, s in _RRAM_SUFFIXES]
     out += [(f"operations.{n_blocks + 1}.{k}", s) for k, s in enc]
     return out
+
+
+def _check_encoder_copies(state: Dict[str, torch.Tensor], last: int = 9) -> Dict[str, torch.Tensor]:
+    """``finish`` of :func:`layout`: the two encoder copies must hold identical tensors."""
+    from bench.official.layout import LayoutError
+
+    for j in (1, 2):
+        a, b = f"operations.0.haar_weights{j}", f"operations.{last}.haar_weights{j}"
+        if not torch.equal(state[a], state[b]):
+            raise LayoutError(f"official file: encoder copies differ: {a} != {b} (the two E/D copies must hold "
+                              "identical tensors)")
+    return state
+
+
+def layout():
+    """The generic importer's view of the official generator file (``bench weights import official --method
+    ours``): the 964 names of :func:`official_key_layout` (the default 8 blocks, RRAM subnets), each copied to
+    the tensor of the same name (our attribute names are the official ones), then ``operations.0`` and
+    ``operations.9`` ``haar_weights{1,2}`` checked equal. A ``module.`` prefix is stripped and a
+    ``{"state_dict": ...}``/``{"params": ...}`` wrapper unwrapped, as :func:`read_state_dict` does."""
+    from bench.official.layout import OfficialLayout, Part, same_name_rules
+
+    names = [k for k, _ in official_key_layout()]
+    return OfficialLayout(
+        method="ours",
+        parts=(Part("", "torch", same_name_rules(names), release_path="codes/pretrained_model/fiveK_G.pth",
+                    locate=("fiveK_G.pth", "_G.pth"), containers=("state_dict", "params")),),
+        description="InvRescaleNet state dict, 964 tensors: operations.0/9.haar_weights{1,2} (the frozen VGG "
+                    "conv1 encoder/decoder copies, equal) and operations.1-8.{F,G,H} RRAM subnets; names as ours",
+        test_pipeline="codes/test.py (dsn_reference.md section 3): whole image at native resolution, batch 1, "
+                      "netG(low, rev=True), no tiling/resizing/padding; utils.util.tensor2img: clamp [0,1], *255, "
+                      "round, uint8",
+        official_quantize="round",
+        finish=_check_encoder_copies,
+    )
 
 
 def _short(keys: List[str], n: int = 3) -> str:

@@ -44,7 +44,8 @@ from .base import Method
 __all__ = ["TorchMethod", "TF_WEIGHTS", "official_summary"]
 
 #: ``official_description`` of methods whose official weights are TensorFlow checkpoints.
-TF_WEIGHTS = "the official weights are TensorFlow checkpoints, which cannot be read here"
+TF_WEIGHTS = ("the official weights are TensorFlow checkpoints: convert them once with "
+              "bench weights import official --method M CHECKPOINT_FOLDER, then use --weights official:M")
 
 
 def official_summary(record: Mapping[str, Any]) -> dict[str, Any]:

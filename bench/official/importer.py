@@ -189,8 +189,10 @@ class _Shape:
 # ------------------------------------------------------------------------------------------------
 # import
 # ------------------------------------------------------------------------------------------------
-def import_official(method: str, paths: Sequence[str | os.PathLike], *, dry: bool = False) -> dict[str, Any]:
-    """Convert and store (or, with ``dry``, only check) the official files of ``method``; the record."""
+def import_official(method: str, paths: Sequence[str | os.PathLike], *, dry: bool = False,
+                    extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Convert and store (or, with ``dry``, only check) the official files of ``method``; the record
+    (``extra``: method-specific facts to record with it)."""
     from ..registry import canonical, load_method_class
     from ..training import WEIGHTS_FORMAT, save_torch
 
@@ -217,15 +219,12 @@ def import_official(method: str, paths: Sequence[str | os.PathLike], *, dry: boo
     except LayoutError as e:
         raise BenchError(f"{name}: {e}") from None
     model.load_state_dict(converted, strict=True)   # the layout is checked against the state dict; this too
-    verified = all(f["status"] == "verified" for f in files)
     import_id = canonical_hash(sorted(f["sha256"] for f in files))[:12]
-    entries = sorted({f["manifest_id"] for f in files if f["manifest_id"]})
     record: dict[str, Any] = {
-        "method": name, "id": import_id, "imported_at": now(),
-        "label": entries[0].rsplit(".", 1)[0] if verified and entries else "unverified",
-        "verified": verified, "manifest_ids": entries, "files": files, "reading": reading,
+        "method": name, "id": import_id, "imported_at": now(), **checkpoint_facts(name, files),
+        "files": files, "reading": reading,
         "test_pipeline": layout.test_pipeline, "test_overrides": dict(layout.test_overrides),
-        "official_quantize": layout.official_quantize, "description": layout.description,
+        "official_quantize": layout.official_quantize, "description": layout.description, **(extra or {}),
     }
     meta = {"method": name, "version": cls.version, OFFICIAL_FORMAT_KEY: "official", "official": record}
     if getattr(cls, "combined_checkpoint", None):
@@ -238,6 +237,29 @@ def import_official(method: str, paths: Sequence[str | os.PathLike], *, dry: boo
     rest = [r for r in imports() if not (r.get("method") == name and r.get("id") == import_id)]
     write_yaml(_record_path(), {"imports": rest + [record]})
     return record
+
+
+def checkpoint_facts(method: str, files: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """What ``manifests/weights.yaml`` says of the checkpoint these files make up: its id (the label), where it
+    came from, what it was trained on and which test sets that training data overlaps. Verified only when every
+    file matches an entry of that one checkpoint, of this method."""
+    from ..weights import manifest_checkpoints, manifest_entries
+
+    entries = manifest_entries()
+    groups = {entries.get(str(f.get("manifest_id")), {}).get("checkpoint") for f in files}
+    methods = {entries.get(str(f.get("manifest_id")), {}).get("method") for f in files}
+    ok = all(f.get("manifest_id") for f in files) and len(groups) == 1 and methods == {method}
+    ids = sorted({str(f["manifest_id"]) for f in files if f.get("manifest_id")})
+    if not ok:
+        why = ("no file matches manifests/weights.yaml" if not ids else
+               "its files match entries of different checkpoints or methods" if len(groups) > 1 or methods != {method}
+               else "some of its files match no entry of manifests/weights.yaml")
+        return {"label": "unverified", "verified": False, "manifest_ids": ids, "unverified_reason": why}
+    group = str(next(iter(groups)))
+    facts = manifest_checkpoints().get(group, {})
+    return {"label": group, "verified": True, "manifest_ids": ids, "checkpoint": group,
+            **{k: facts[k] for k in ("source_repo", "commit", "licence", "trained_on", "contamination")
+               if k in facts}}
 
 
 def resolve_official(spec: str) -> tuple[Path, dict[str, Any]]:

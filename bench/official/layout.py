@@ -165,7 +165,7 @@ def _check(layout: OfficialLayout, ours: Mapping[str, tuple[int, ...]],
             owner[rule.target] = rule.source
             if rule.source not in have:
                 raise LayoutError(f"{_label(part)} lacks tensor {rule.source} (needed for our {rule.target}); "
-                                  f"is it a {layout.method} checkpoint?")
+                                  f"not an official {layout.method} file?")
             got = rule.transform.shape(tuple(have[rule.source]))
             if tuple(got) != tuple(ours[rule.target]):
                 raise LayoutError(f"{_label(part)}: {rule.source} has shape {tuple(have[rule.source])}, which maps "

@@ -31,6 +31,7 @@ examples:
   bench report table1 --datasets lol-485-15,fivek-distorted --profile quick --seeds 0
   bench report table2 --seeds 0 1 2 --out paper/tables
   bench report table3 --votes study/votes.csv
+  bench report table1-official --datasets lol-485-15
 
 Cells: complete runs (DONE) on the test split, profile >= --profile (paper > quick > smoke; smoke-marked runs
 only for a quick or smoke report), seeds among --seeds (deterministic methods need one run), the latest run
@@ -38,6 +39,8 @@ per seed, mean ± std over seeds. Missing cells print "–"; marked cells get a 
   † quick/smoke profile or --limit   ‡ substitute (protocol.faithful: false)
   § partial dataset                  ¶ fewer seeds than asked
 Metric versions are never mixed in one column: the report refuses and names the runs.
+Runs with the authors' released weights (--weights official:M) never enter table1/table2: table1-official
+lists them beside the figures published for those checkpoints, with contamination flags.
 Table 3 votes: CSV with columns rater, rater_group, image, category, shown ("a|b|c|d"), chosen."""
 
 
@@ -66,7 +69,8 @@ def register(subparsers: Any, parents: Sequence[argparse.ArgumentParser] = ()) -
                               epilog=EPILOG,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     p = add_subcommand(subparsers, "report", parents, **kw)
-    p.add_argument("table", choices=list(TABLES), help="which table")
+    p.add_argument("table", choices=[*TABLES, "table1-official"],
+                   help="which table (table1-official: runs with the authors' released checkpoints)")
     p.add_argument("--profile", choices=["smoke", "quick", "paper"],
                    help="lowest profile admitted (default: the spec's, paper); cheaper cells are marked †")
     p.add_argument("--datasets", nargs="+", metavar="NAME",
@@ -85,9 +89,17 @@ def cmd_report(args: argparse.Namespace) -> int:
     from ..paths import results_root
     from .spec import load_spec
 
-    spec = load_spec(args.table, getattr(args, "spec", None))
     out = check_writable(Path(args.out) if getattr(args, "out", None) else results_root() / "tables")
     quiet = bool(getattr(args, "quiet", False))
+    if args.table == "table1-official":
+        from .official import write_official_table
+
+        files, _ = write_official_table(out, _split_list(getattr(args, "datasets", None)))
+        if not quiet:
+            print(files[1].read_text(encoding="utf-8"))
+        print("wrote " + ", ".join(str(f) for f in files))
+        return 0
+    spec = load_spec(args.table, getattr(args, "spec", None))
     if spec.kind == "user_study":
         if not getattr(args, "votes", None):
             raise BenchError(f"{spec.name} needs --votes FILE: a CSV with one row per vote (columns rater, "

@@ -61,6 +61,7 @@ class RunRecord:
     finished: str
     metrics: dict[str, MetricValue]
     protocol: dict[str, Any]
+    weights_source: str = "none"   # config.yaml weights.source: none | user | official | trained here
 
     def rel_dir(self) -> str:
         try:
@@ -109,7 +110,7 @@ def read_run(run_dir: Path) -> RunRecord | None:
         smoke=bool(cfg.get("smoke", False)), trainable=bool(cfg.get("trainable", False)),
         faithful=_bool(protocol.get("faithful", True)) is not False,
         partial=bool(_bool(protocol.get("partial_dataset", False))), finished=finished, metrics=metrics,
-        protocol=protocol,
+        protocol=protocol, weights_source=str((cfg.get("weights") or {}).get("source") or "none"),
     )
 
 
@@ -137,6 +138,8 @@ def _variant_ok(rec: RunRecord, row: Row) -> bool:
 def admitted(rec: RunRecord, profile: str) -> bool:
     if _bool(rec.protocol.get("uses_ground_truth_at_test", False)):
         return False  # oracle numbers (e.g. KinD ratio=gt) never share a column with GT-free ones
+    if rec.weights_source == "official":
+        return False  # released checkpoints are not retrained by the protocol: bench report table1-official
     rank = PROFILE_RANK.get(rec.profile)
     if rank is None or rank < PROFILE_RANK[profile]:
         return False
