@@ -2,7 +2,7 @@
 
 Rows are complete test-split runs whose weights are official (``--weights official:M`` or an official file:
 ``config.yaml`` ``weights.source: official``); Table 1 itself never admits them (they are not retrained by the
-paper's protocol). Per method, checkpoint and dataset the latest run is shown with:
+paper's protocol). Per method, checkpoint, dataset and 8-bit conversion the latest run is shown with:
 
 * the checkpoint (its ``manifests/weights.yaml`` entry, or "unverified") and what it was trained on;
 * our PSNR/SSIM, the figure published for that checkpoint (``manifests/reference/official_checkpoints.csv``,
@@ -86,7 +86,7 @@ def _facts(cfg: dict[str, Any]) -> dict[str, Any]:
 def official_rows(datasets: list[str] | None = None, root: Path | None = None) -> list[OfficialRow]:
     root = (root or results_root()) / "runs"
     refs = published()
-    latest: dict[tuple[str, str, str], tuple[str, OfficialRow]] = {}
+    latest: dict[tuple[str, ...], tuple[Any, OfficialRow]] = {}
     for done in sorted(root.glob("*/*/*/DONE")):
         rec = read_run(done.parent)
         if rec is None or rec.split != "test" or (datasets and rec.dataset not in datasets):
@@ -108,7 +108,7 @@ def official_rows(datasets: list[str] | None = None, root: Path | None = None) -
         for r in refs:
             if r["method"] == rec.method and r["dataset"] == rec.dataset and r["checkpoint"] == row.checkpoint:
                 row.published[r["metric"]] = r
-        key = (rec.method, row.checkpoint, rec.dataset)
+        key = (rec.method, row.checkpoint, rec.dataset, row.quantize)
         if key not in latest or (rec.finished, rec.run_id) > latest[key][0]:
             latest[key] = ((rec.finished, rec.run_id), row)   # type: ignore[assignment]
     return [v[1] for _, v in sorted(latest.items())]
