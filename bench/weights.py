@@ -399,7 +399,7 @@ def _print_official(r: dict[str, Any]) -> None:
     if r.get("trained_on"):
         print(f"  trained on: {r['trained_on']}")
     for dataset, why in (r.get("contamination") or {}).items():
-        print(f"  CONTAMINATION on {dataset}: {why}")
+        print(f"  {'CONTAMINATED' if str(why).startswith('yes') else 'possible overlap'} on {dataset}: {why}")
     if r.get("encoder_tensors_sha256"):
         print(f"  encoder tensors sha256 {r['encoder_tensors_sha256']}; faithful: "
               f"{'yes' if r['faithful_encoder'] else 'no'} ({r['faithful_reason']})")

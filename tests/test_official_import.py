@@ -181,3 +181,25 @@ def test_official_test_overrides_apply_unless_the_user_sets_them(shared_weights,
                           overrides={"lr": "0.5"}))
     doc = yaml.safe_load((res.run_dir / "config.yaml").read_text())
     assert doc["config"]["lr"] == pytest.approx(0.5) and doc["official_test"]["overrides_applied"] == {}
+
+
+def test_manifest_checkpoints_and_published_figures_are_consistent(shared_weights):
+    from bench.registry import METHODS
+    from bench.report.official import published
+
+    files, groups = weights.manifest_entries(), weights.manifest_checkpoints()
+    official = {k: e for k, e in files.items() if e.get("checkpoint")}
+    assert {e["checkpoint"] for e in official.values()} == set(groups)
+    for key, e in official.items():
+        assert e["method"] == groups[e["checkpoint"]]["method"] and e["method"] in METHODS, key
+        assert e["role"] in ("state_dict", "index", "data"), key
+    for g in groups.values():
+        assert g["trained_on"] and g["source_repo"] and g["licence"]
+        assert all(str(v).startswith(("yes:", "unknown:")) for v in g["contamination"].values())
+    # every file of the shared fixtures that the manifest lists carries the recorded hash
+    sums = dict(line.split()[::-1] for line in (shared_weights / "SHA256SUMS").read_text().splitlines())
+    listed = {e["sha256"] for e in official.values()}
+    assert {sums[p] for p in sums if p.endswith((".pth", ".pt", ".index", "00001"))} <= listed
+    for r in published():
+        assert r["checkpoint"] in groups and groups[r["checkpoint"]]["method"] == r["method"]
+        assert r["metric"] in ("psnr", "ssim") and float(r["value"]) > 0

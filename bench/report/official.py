@@ -6,7 +6,8 @@ paper's protocol). Per method, checkpoint, dataset and 8-bit conversion the late
 
 * the checkpoint (its ``manifests/weights.yaml`` entry, or "unverified") and what it was trained on;
 * our PSNR/SSIM, the figure published for that checkpoint (``manifests/reference/official_checkpoints.csv``,
-  with its citation) when one is comparable with the dataset, and Δ = ours − published;
+  with its citation) when it was measured on this dataset's test images, and Δ = ours − published; figures of
+  the checkpoint on test sets no dataset here holds are listed below the table, without Δ;
 * a contamination flag when the checkpoint's training data overlap the dataset's test images (from the
   manifest's ``contamination``): ``yes`` (known overlap) or ``?`` (unknown);
 * the 8-bit conversion used and the one the official test script uses.
@@ -44,7 +45,7 @@ def published(path: Path | None = None) -> list[dict[str, str]]:
     with open(path, newline="", encoding="utf-8") as f:
         rows = [r for r in csv.DictReader(f) if (r.get("method") or "").strip() and not r["method"].startswith("#")]
     for r in rows:
-        for key in ("method", "checkpoint", "dataset", "metric", "value", "citation"):
+        for key in ("method", "checkpoint", "test_set", "metric", "value", "citation"):
             if not (r.get(key) or "").strip():
                 raise BenchError(f"{path}: a row of {r.get('method')} has no {key}")
     return rows
@@ -65,6 +66,7 @@ class OfficialRow:
     contamination: str             # "" | "yes: ..." | "unknown: ..."
     ours: dict[str, float] = field(default_factory=dict)
     published: dict[str, dict[str, str]] = field(default_factory=dict)
+    elsewhere: list[dict[str, str]] = field(default_factory=list)   # figures of this checkpoint on other test sets
 
     @property
     def flag(self) -> str:
@@ -106,8 +108,11 @@ def official_rows(datasets: list[str] | None = None, root: Path | None = None) -
             quantize=str(cfg.get("quantize") or "round"), official_quantize=str(ot.get("official_quantize") or "?"),
             contamination=str(contamination), ours={m: rec.metrics[m].mean for m in METRICS if m in rec.metrics})
         for r in refs:
-            if r["method"] == rec.method and r["dataset"] == rec.dataset and r["checkpoint"] == row.checkpoint:
-                row.published[r["metric"]] = r
+            if r["method"] == rec.method and r["checkpoint"] == row.checkpoint:
+                if r.get("dataset") == rec.dataset:
+                    row.published[r["metric"]] = r
+                else:
+                    row.elsewhere.append(r)
         key = (rec.method, row.checkpoint, rec.dataset, row.quantize)
         if key not in latest or (rec.finished, rec.run_id) > latest[key][0]:
             latest[key] = ((rec.finished, rec.run_id), row)   # type: ignore[assignment]
@@ -182,6 +187,11 @@ def markdown(rows: list[OfficialRow]) -> str:
     for r in rows:
         if r.contamination:
             lines.append(f"- {r.display} on {r.dataset}: {r.contamination}")
+    other = [(r, e) for r in rows for e in r.elsewhere]
+    if other:
+        lines += ["", "Published for these checkpoints on test sets no dataset here holds (no Δ):"]
+        lines += [f"- {r.display} ({r.checkpoint}): {e['metric'].upper()} {e['value']} on {e['test_set']} "
+                  f"[{e['citation']}]" for r, e in other]
     lines += ["", "8-bit: the conversion this run used, with the official test script's in brackets where it "
               "differs (`bench run --quantize truncate|round` chooses)."]
     if cites:
