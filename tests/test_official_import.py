@@ -203,3 +203,25 @@ def test_manifest_checkpoints_and_published_figures_are_consistent(shared_weight
     for r in published():
         assert r["checkpoint"] in groups and groups[r["checkpoint"]]["method"] == r["method"]
         assert r["metric"] in ("psnr", "ssim") and float(r["value"]) > 0
+
+
+def test_converted_official_weights_load_into_methods_with_their_own_loader(tmp_path):
+    """HDRNet/DeepUPE check a trained structure in their checkpoints; an import carries none and is still loaded."""
+    from baselines.hdrnet.adapter import HDRNet
+    from bench.methods.base import build_config
+    from bench.training import WEIGHTS_FORMAT
+
+    method = HDRNet(build_config(HDRNet, "paper", {}, ""))
+    torch.manual_seed(3)
+    state = method.build_model().state_dict() if hasattr(method, "build_model") else None
+    if state is None:
+        method.setup(torch.device("cpu"))
+        state = method.model.state_dict()
+    state = {k: torch.randn_like(v) if v.is_floating_point() else v for k, v in state.items()}
+    path = tmp_path / "hdrnet-official.pt"
+    torch.save({"format": WEIGHTS_FORMAT, "model": state,
+                "meta": {"method": "hdrnet", "weights_source": "official", "official": {"label": "x", "files": []}}}, path)
+    prov = method.setup(torch.device("cpu"), path)
+    assert method.weights_info["weights_source"] == "official" and method.weights_info["weights_kind"] == "official_import"
+    assert all(torch.equal(v, state[k]) for k, v in method.model.state_dict().items())
+    assert prov is not None

@@ -91,6 +91,12 @@ class DeepUPE(HDRNet):
         "paper@fivek": {"epochs": 100},      # 282 iterations/epoch -> 28,200 iterations
     }
 
+    @classmethod
+    def official_layout(cls):
+        from .official import layout
+
+        return layout()
+
     def output_from_network(self, low: torch.Tensor, raw: torch.Tensor) -> torch.Tensor:
         return illumination_output(low, raw, quantize=self.config.quantize_illumination)
 
@@ -121,6 +127,7 @@ class DeepUPE(HDRNet):
             "faithful_reason": "the official repository has no training code: losses written from the paper "
                                "(weights not verified) or taken from the ports; network and inference are official",
             "substitutes": ["training objective and recipe reconstructed from the paper / public ports "
-                            f"(loss={c.loss}); the released TF checkpoint is not loadable here"],
+                            f"(loss={c.loss}); the released TF checkpoint is imported with bench weights import official "
+                            "--method deepupe"],
         })
         return out

@@ -182,6 +182,12 @@ class DistortRecover(TorchMethod):
         self._features_key: tuple | None = None
         self.last_edits: dict[str, Any] | None = None
 
+    @classmethod
+    def official_layout(cls):
+        from .official import layout
+
+        return layout()
+
     # ---- model ------------------------------------------------------------------------------
     def _build_features(self, device: torch.device) -> None:
         c = self.config

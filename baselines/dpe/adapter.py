@@ -230,6 +230,12 @@ class DPE(TorchMethod):
         "paper@fivek": {"epochs": 50},
     }
 
+    @classmethod
+    def official_layout(cls):
+        from .official import layout
+
+        return layout()
+
     # ---- model ------------------------------------------------------------------------------
     def build_model(self) -> DPEGenerator:
         model = DPEGenerator()

@@ -135,6 +135,12 @@ class HDRNet(Method):
         self.weights_info: dict[str, Any] = {"weights_kind": "none"}
         self.trained: dict[str, Any] | None = None
 
+    @classmethod
+    def official_layout(cls):
+        from .official import layout
+
+        return layout()
+
     # ---- model ------------------------------------------------------------------------------
     def structure(self) -> dict[str, Any]:
         c = self.config
@@ -183,7 +189,17 @@ class HDRNet(Method):
 
         assert self.model is not None
         obj = load_torch(path)
-        if isinstance(obj, Mapping) and obj.get("format") in (WEIGHTS_FORMAT, STATE_FORMAT):
+        extra: dict[str, Any] = {}
+        if isinstance(obj, Mapping) and (obj.get("meta") or {}).get("weights_source") == "official":
+            # converted by bench weights import official: the layout checked every shape against this structure
+            from bench.methods.torch_method import official_summary
+
+            meta = obj.get("meta") or {}
+            if meta.get("method") != self.name:
+                raise BenchError(f"{path} holds weights of method {meta.get('method')!r}, not {self.name}")
+            state, kind = obj["model"], "official_import"
+            extra = {"weights_source": "official", "official": official_summary(meta.get("official") or {})}
+        elif isinstance(obj, Mapping) and obj.get("format") in (WEIGHTS_FORMAT, STATE_FORMAT):
             meta = obj.get("meta") or {}
             if meta.get("method") != self.name:
                 raise BenchError(f"{path} holds weights of method {meta.get('method')!r}, not {self.name}")
@@ -203,7 +219,7 @@ class HDRNet(Method):
             self.model.load_state_dict(state, strict=True)
         except RuntimeError as e:
             raise BenchError(f"{path}: {str(e).strip().splitlines()[0][:200]}") from None
-        self.weights_info = {"weights_kind": kind, "weights_sha256": sha256_file(path)}
+        self.weights_info = {"weights_kind": kind, "weights_sha256": sha256_file(path), **extra}
 
     def enhance(self, low: torch.Tensor) -> torch.Tensor:
         if self.model is None:

@@ -149,6 +149,12 @@ class WhiteBox(TorchMethod):
         super().__init__(config)
         self.last_edits: dict[str, Any] | None = None
 
+    @classmethod
+    def official_layout(cls):
+        from .official import layout
+
+        return layout()
+
     def _new_model(self, seed: int) -> WhiteBoxNets:
         c = self.config
         nets = WhiteBoxNets(image_size=c.image_size, exploration=c.exploration, dropout_keep=c.dropout_keep)

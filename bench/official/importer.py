@@ -61,7 +61,11 @@ def _default_model(cls: type) -> torch.nn.Module:
     from ..methods.base import build_config
 
     torch.manual_seed(0)
-    return cls(build_config(cls, "paper", {}, "")).build_model()
+    method = cls(build_config(cls, "paper", {}, ""))
+    method.device = torch.device("cpu")
+    if hasattr(method, "begin_setup"):
+        method.begin_setup()   # what build_model may need (e.g. Distort-and-Recover's state builder)
+    return method.build_model()
 
 
 # ------------------------------------------------------------------------------------------------
