@@ -229,7 +229,7 @@ def test_subnormal_weights_are_flushed_without_changing_outputs(shared_weights, 
     from baselines.zero_dce.adapter import ZeroDCE
     from bench.methods.torch_method import flush_subnormal_
 
-    raw = torch.load(shared_weights / "zero_dce/Epoch99.pth", weights_only=True)
+    raw = torch.load(shared_weights / "zero_dce/Epoch99.pth", map_location="cpu", weights_only=True)
     tiny = torch.finfo(torch.float32).tiny
     n_sub = sum(int(((v != 0) & (v.abs() < tiny)).sum()) for v in raw.values())
     assert n_sub > 1000

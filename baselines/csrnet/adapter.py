@@ -117,6 +117,12 @@ class CSRNetMethod(TorchMethod):
         "paper@fivek": {"iterations": 600_000, "milestones": _MILESTONES},
     }
 
+    @classmethod
+    def official_layout(cls):
+        from .official import layout
+
+        return layout()
+
     # ---- model ------------------------------------------------------------------------------
     def build_model(self) -> CSRNet:
         return CSRNet(3, 3, self.config.base_nf, self.config.cond_nf)

@@ -2,9 +2,12 @@
 
 Defaults are the released ``sjmoran/DeepLPF`` recipe as DSN's corrected Table 1 run used it: the official
 network (1,769,347 parameters), the official loss (L1 on normalised Lab + 1e-3 · (1 − MS-SSIM on L), MS-SSIM with
-a 5×5 window), Adam lr 1e-4 (β 0.9/0.999, ε 1e-8), **batch 1** of whole training images (random horizontal and
-vertical flips, p = 0.5 each), a constant learning rate, and 300 epochs (DSN's corrected run; the released models
-stopped at epochs 424 / 49). Inference runs on the whole input image (no padding or resizing).
+a 5×5 window), Adam lr 1e-4 (β 0.9/0.999, ε 1e-8), **batch 1** of whole training images with the official
+gated flips (``data.py`` ``Dataset.__getitem__``: with p = 0.5 the image may be flipped, and then horizontally
+and vertically with p = 0.5 each, so each flip has p = 0.25 and 5/8 of the draws are not flipped; ``flips``
+selects ``official``, ``independent`` or ``off``), a constant learning rate, and 300 epochs (DSN's corrected
+run; the released models stopped at epochs 424 / 49). Inference runs on the whole input image (no padding or
+resizing).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 
 from bench import training
@@ -27,9 +31,34 @@ from .model import PARAMETER_COUNT, DeepLPFNet
 
 log = logging.getLogger("bench.deeplpf")
 
-__all__ = ["DeepLPF", "DeepLPFConfig", "WholeImageSampler"]
+__all__ = ["DeepLPF", "DeepLPFConfig", "FLIP_MODES", "WholeImageSampler", "parse_flips"]
 
 NAME = "deeplpf"
+
+# Whole-image flip augmentation (see SOURCE.md, deviation 3):
+#   official    -- the released data.py: a gate with p = 0.5, then horizontal and vertical flips with p = 0.5
+#                  each inside it (P(none) = 5/8, P(h only) = P(v only) = P(both) = 1/8)
+#   independent -- horizontal and vertical flips with p = 0.5 each (this adapter's version-1 behaviour, and the
+#                  torchvision RandomHorizontalFlip + RandomVerticalFlip of the older, PyTorch 0.3.1 release)
+#   off         -- no flips
+FLIP_MODES = ("official", "independent", "off")
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def parse_flips(value: Any) -> str:
+    """A ``flips`` setting as one of :data:`FLIP_MODES`. Booleans (the option was a bool up to adapter version 1)
+    still parse: true / yes / on / 1 mean "flips on", which is now the official gated flips, and false / no /
+    0 mean ``off``. ``independent`` reproduces version 1's flips."""
+    if isinstance(value, bool):
+        return "official" if value else "off"
+    text = str(value).strip().lower()
+    if text in FLIP_MODES:
+        return text
+    if text in _TRUE:
+        return "official"
+    if text in _FALSE:
+        return "off"
+    raise unknown_name("flips of deeplpf", str(value), [*FLIP_MODES, "true", "false"])
 
 
 @dataclass
@@ -46,7 +75,8 @@ class DeepLPFConfig:
     # --- data ---
     batch: int = 1                   # the authors require batch 1 (the official filters index [0, ...])
     crop: int = 0                    # 0 = whole images (official); > 0 = random square crops of this size
-    flips: bool = True               # random horizontal and vertical flips (p = 0.5 each)
+    flips: str = "official"          # official (gated, see FLIP_MODES) | independent (p = 0.5 each) | off;
+                                     # true/false still parse (true = official, false = off)
     # --- schedule ---
     epochs: int = 300                # DSN's corrected run (README errata): 300 epochs at batch 1
     iterations: int = 0              # > 0: this many iterations instead of the epoch schedule
@@ -59,6 +89,7 @@ class DeepLPFConfig:
         m = NAME
         if self.msssim_form not in MSSSIM_FORMS:
             raise unknown_name("msssim_form of deeplpf", self.msssim_form, list(MSSSIM_FORMS))
+        self.flips = parse_flips(self.flips)
         if self.select not in ("last", "val_psnr"):
             raise unknown_name("select of deeplpf", self.select, ["last", "val_psnr"])
         check_range(m, "w_msssim", self.w_msssim, 0, 1e6)
@@ -78,18 +109,34 @@ class DeepLPFConfig:
 
 
 class WholeImageSampler(training.WholeImageSampler):
-    """Whole training pairs, one permutation per epoch, random horizontal/vertical flips (p = 0.5 each),
-    batch 1 (the official DataLoader). The order and the flips come from one seeded ``torch.Generator`` whose
-    state is saved in checkpoints."""
+    """Whole training pairs, one permutation per epoch, batch 1 (the official DataLoader), with random flips
+    (``flips``, one of :data:`FLIP_MODES`; a bool still parses). ``official`` is the released ``data.py``
+    (``Dataset.__getitem__``, training branch): ``if random.random() > 0.5:`` then, inside it, a horizontal
+    flip ``if random.random() > 0.5`` and a vertical flip ``if random.random() > 0.5``. Here every image takes
+    three draws of the generator (gate, horizontal, vertical; a flip happens when its draw and the gate's are
+    < 0.5), so the stream does not depend on the outcome. ``independent`` takes two draws (horizontal,
+    vertical, p = 0.5 each), exactly as adapter version 1 did. The order and the flips come from one seeded
+    ``torch.Generator`` whose state is saved in checkpoints."""
 
-    def __init__(self, pairs: Sequence[TrainPair], seed: int, flips: bool = True,
+    def __init__(self, pairs: Sequence[TrainPair], seed: int, flips: bool | str = "official",
                  device: torch.device | str = "cpu", progress: bool = False):
-        super().__init__(pairs, 1, seed, flips=flips, seed_tag="whole-images", min_side=DeepLPFNet.MIN_SIDE,
-                         small_hint="; use crop=0 only with images of at least that size", method=NAME,
-                         device=device, progress=progress)
+        self.flip_mode = parse_flips(flips)
+        super().__init__(pairs, 1, seed, flips=self.flip_mode != "off", seed_tag="whole-images",
+                         min_side=DeepLPFNet.MIN_SIDE, small_hint="; use crop=0 only with images of at least that size",
+                         method=NAME, device=device, progress=progress)
+
+    def flip(self, images: list[np.ndarray]) -> list[np.ndarray]:
+        if self.flip_mode == "independent":
+            return super().flip(images)
+        gate, hflip, vflip = (torch.rand(3, generator=self.generator) < 0.5).tolist()
+        if gate and hflip:
+            images = [a[:, ::-1] for a in images]
+        if gate and vflip:
+            images = [a[::-1] for a in images]
+        return images
 
     def describe(self) -> dict[str, Any]:
-        return {"n_images": len(self), "crop": "whole images", "batch": 1, "flips": self.flips, "paired": True}
+        return {"n_images": len(self), "crop": "whole images", "batch": 1, "flips": self.flip_mode, "paired": True}
 
 
 class DeepLPF(TorchMethod):
@@ -99,7 +146,7 @@ class DeepLPF(TorchMethod):
     citation = ("S. Moran, P. Marza, S. McDonagh, S. Parisot, and G. Slabaugh, \"DeepLPF: Deep Local Parametric "
                 "Filters for Image Enhancement,\" in Proc. CVPR, 2020, pp. 12826-12835.")
     bibkey = "moran2020deeplpf"
-    version = 1
+    version = 2                      # 2: whole-image flips default to the official gated ones (flips=official)
     trainable = True
     pad_multiple = 1
     uses_pairs = True
@@ -116,6 +163,12 @@ class DeepLPF(TorchMethod):
         "paper@lol": {"epochs": 300},
         "paper@fivek": {"epochs": 300},
     }
+
+    @classmethod
+    def official_layout(cls):
+        from .official import layout
+
+        return layout()
 
     # ---- model ------------------------------------------------------------------------------
     def build_model(self) -> DeepLPFNet:
@@ -146,7 +199,7 @@ class DeepLPF(TorchMethod):
             "fusion": "Y2 = clamp(Y1 + cubic), S = clamp(s_grad + s_ell, 0, 2), Y = clamp(clamp(Y2*S) + Y1)",
             "ellipse_b3_quirk": c.b3_quirk,
             "training_input": (f"batch {c.batch}, " + ("whole images" if c.crop == 0 else f"{c.crop}x{c.crop} crops")
-                               + (", random h/v flips" if c.flips else ", no flips")),
+                               + _flips_text(c)),
             "optimizer": f"Adam lr {c.lr:g} betas {tuple(c.betas)} eps 1e-8, constant learning rate",
             "inference": "whole image, output clamped to [0,1]",
             **self.weights_info,
@@ -160,8 +213,8 @@ class DeepLPF(TorchMethod):
         device = self.device
         self.fresh_model(derive_seed(seed, "init"))
         if c.crop > 0:
-            sampler: Any = CropSampler(train_pairs, c.crop, c.batch, seed, use_high=True, augment=c.flips,
-                                       device=device, progress=progress)
+            sampler: Any = CropSampler(train_pairs, c.crop, c.batch, seed, use_high=True,
+                                       augment=c.flips != "off", device=device, progress=progress)
         else:
             sampler = WholeImageSampler(train_pairs, seed, flips=c.flips, device=device, progress=progress)
         iterations, description = self.schedule(len(sampler))
@@ -176,3 +229,14 @@ class DeepLPF(TorchMethod):
         log.info("training deeplpf for %d iterations on %d pairs", iterations, len(sampler))
         return self.run_trainer(sampler, step, out_dir, settings, seed=seed, meta=meta,
                                 val_pairs=val_pairs if c.val_every > 0 else (), progress=progress)
+
+
+def _flips_text(c: DeepLPFConfig) -> str:
+    if c.flips == "off":
+        return ", no flips"
+    if c.crop > 0:
+        return ", crops with the 8 dihedral augmentations (CropSampler)"
+    if c.flips == "official":
+        return (", official gated h/v flips (p = 0.5 gate, then p = 0.5 each: P(h) = P(v) = 0.25, "
+                "P(none) = 0.625)")
+    return ", independent h/v flips (p = 0.5 each)"

@@ -153,6 +153,12 @@ class DRBN(TorchMethod):
         "paper@fivek": {"epochs": 300},
     }
 
+    @classmethod
+    def official_layout(cls):
+        from .official import layout
+
+        return layout()
+
     # ---- model ------------------------------------------------------------------------------
     def build_model(self) -> DRBNNet:
         model = DRBNNet()

@@ -142,6 +142,12 @@ class EnlightenGAN(TorchMethod):
         "paper@fivek": {"niter": 100, "niter_decay": 100},
     }
 
+    @classmethod
+    def official_layout(cls):
+        from .official import layout
+
+        return layout()
+
     def __init__(self, config: EnlightenGANConfig | None = None):
         super().__init__(config)
         self.vgg_info: dict[str, Any] | None = None
