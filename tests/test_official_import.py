@@ -242,3 +242,22 @@ def test_subnormal_weights_are_flushed_without_changing_outputs(shared_weights, 
     y = method.enhance(torch.from_numpy(ref["x"]))
     assert (y - torch.from_numpy(ref["enhance_image"])).abs().max() <= 1e-6
     assert flush_subnormal_(method.model) == 0
+
+
+def test_dsn_official_import_runs_with_the_file_encoder(tmp_path, capsys):
+    from bench.dsn.adapter import DSNMethod
+    from bench.dsn.encoder import tensor_sha256
+    from bench.dsn.model import DSN
+    from bench.dsn.official import export_official_state_dict
+    from bench.methods.base import build_config
+
+    torch.manual_seed(5)
+    sd = export_official_state_dict(DSN())
+    path = tmp_path / "fiveK_G.pth"
+    torch.save(sd, path)
+    assert _run(capsys, "import", "official", path)[0] == 0
+    method = DSNMethod(build_config(DSNMethod, "paper", {}, "fivek"))
+    prov = method.setup(torch.device("cpu"), resolve_official("official:ours")[0])
+    assert prov["weights_source"] == "official" and prov["encoder_kind"] == "dsn_checkpoint"
+    assert prov["encoder_tensors_sha256"] == tensor_sha256(sd["operations.0.haar_weights1"], sd["operations.0.haar_weights2"])
+    assert all(torch.equal(v, sd[k]) for k, v in method.model.state_dict().items())

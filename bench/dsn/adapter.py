@@ -325,6 +325,14 @@ class DSNMethod(TorchMethod):
         self.trained["iteration"] = checkpoint.get("iteration")
         self.trained["selected"] = checkpoint.get("selected", "state")
 
+    def official_import_loaded(self, record: Mapping[str, Any]) -> None:
+        from .encoder import tensor_sha256
+
+        source = next(iter(record.get("files") or []), {})
+        self.model.encoder_info = {
+            "kind": "dsn_checkpoint", "sha256": source.get("sha256"), "path": source.get("path"),
+            "tensors_sha256": tensor_sha256(self.model.encoder_in.haar_weights1, self.model.encoder_in.haar_weights2)}
+
     def load_official(self, path: Path, obj: Any) -> dict[str, Any]:
         # official-layout checkpoints come in several wrappers and are loaded by name mapping, not by a strict
         # load_state_dict of a key-suffix-recognised dict (bench/dsn/official.py)

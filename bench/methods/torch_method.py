@@ -140,6 +140,9 @@ class TorchMethod(Method):
     def prepare_inference(self) -> None:
         """Last step of ``setup``, the network loaded, on its device and in eval mode; nothing here."""
 
+    def official_import_loaded(self, record: Mapping[str, Any]) -> None:
+        """Read facts from the record of a converted official checkpoint once it is loaded; nothing here."""
+
     def checkpoint_loaded(self, checkpoint: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
         """Read facts from a checkpoint of this project once its weights are loaded: here the
         ``trained_meta_keys`` of its meta, into ``trained``."""
@@ -169,12 +172,15 @@ class TorchMethod(Method):
             meta = obj.get("meta") or {}
             if meta.get("method") != self.name:
                 raise BenchError(f"{path} holds weights of method {meta.get('method')!r}, not {self.name}")
-            self.check_checkpoint_meta(path, meta)
-            self.load_model_state(path, obj, "model")
             if meta.get("weights_source") == "official":   # converted by bench weights import official
+                # no training meta to check: the import's layout checked every name and shape, and so does this load
+                self.load_model_state(path, obj, "model")
+                self.official_import_loaded(meta.get("official") or {})
                 kind = "official_import"
                 extra = {"weights_source": "official", "official": official_summary(meta.get("official") or {})}
             else:
+                self.check_checkpoint_meta(path, meta)
+                self.load_model_state(path, obj, "model")
                 self.checkpoint_loaded(obj, meta)
                 kind = "bench_checkpoint" if obj["format"] == WEIGHTS_FORMAT else "bench_train_state"
                 extra = {"weights_source": "trained_here"}
