@@ -184,14 +184,13 @@ def markdown(rows: list[OfficialRow]) -> str:
         lines.append("| – | no complete test run with official weights | | | | | | | | | | |")
     lines += ["", "Contaminated: **yes** = the checkpoint's training data contain test images of this dataset "
               "(its score is not a held-out score); **?** = overlap unknown; no = none known."]
-    for r in rows:
-        if r.contamination:
-            lines.append(f"- {r.display} on {r.dataset}: {r.contamination}")
+    for note in dict.fromkeys(f"- {r.display} on {r.dataset}: {r.contamination}" for r in rows if r.contamination):
+        lines.append(note)
     other = [(r, e) for r in rows for e in r.elsewhere]
     if other:
         lines += ["", "Published for these checkpoints on test sets no dataset here holds (no Δ):"]
-        lines += [f"- {r.display} ({r.checkpoint}): {e['metric'].upper()} {e['value']} on {e['test_set']} "
-                  f"[{e['citation']}]" for r, e in other]
+        lines += list(dict.fromkeys(f"- {r.display} ({r.checkpoint}): {e['metric'].upper()} {e['value']} on "
+                                    f"{e['test_set']} [{e['citation']}]" for r, e in other))
     lines += ["", "8-bit: the conversion this run used, with the official test script's in brackets where it "
               "differs (`bench run --quantize truncate|round` chooses)."]
     if cites:
