@@ -475,3 +475,32 @@ def test_reference_meta_names_the_official_conversions(shared_weights):
     metas = {n: json.loads(str(_ref(shared_weights, n)["meta"])) for n in ("zero_dce_a", "csrnet_a", "drbn_a")}
     assert "add_(0.5)" in metas["zero_dce_a"]["u8"]
     assert "half to even" in metas["csrnet_a"]["u8"] and "half to even" in metas["drbn_a"]["u8"]
+
+
+def test_enlightengan_official_pipeline_aligns_corners_at_test_time_only():
+    """The release ran under PyTorch 0.3.1, whose bilinear upsampling aligned corners: the official-weights
+    pipeline sets it, training identities ignore it, and it changes the output."""
+    import torch.nn.functional as F
+
+    from baselines.enlightengan.adapter import EnlightenGAN
+    from bench.methods.base import build_config
+    from bench.run import official_pipeline
+
+    overrides, _, quant = official_pipeline(EnlightenGAN)
+    assert overrides == {"upsample_align_corners": "true"} and quant == "truncate"
+    assert "upsample_align_corners" in EnlightenGAN.test_time_options
+    outs = {}
+    for flag in ("false", "true"):
+        m = EnlightenGAN(build_config(EnlightenGAN, "smoke", {"upsample_align_corners": flag}, "demo"))
+        m.setup(torch.device("cpu"))
+        g = torch.Generator().manual_seed(0)
+        with torch.no_grad():   # weights large enough that the decoder's upsampling shows in the output
+            for p in m.model.parameters():
+                p.copy_(torch.randn(p.shape, generator=g) * 0.2)
+        outs[flag] = m.enhance(torch.rand(1, 3, 32, 48, generator=torch.Generator().manual_seed(1)))
+    assert (outs["true"] - outs["false"]).abs().max() > 1e-4
+    # the flag is exactly F.interpolate's align_corners
+    y = torch.rand(1, 2, 4, 6)
+    m.model.align_corners = True
+    assert torch.equal(F.interpolate(y, scale_factor=2, mode="bilinear", align_corners=m.model.align_corners),
+                       F.interpolate(y, scale_factor=2, mode="bilinear", align_corners=True))

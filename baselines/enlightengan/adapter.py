@@ -56,6 +56,9 @@ VGG_PREPROCESS = ("auto", "imagenet", "caffe", "caffe_nomean")
 class EnlightenGANConfig:
     # --- generator / attention ---
     attention: str = "luminance"     # luminance (official data loader) | max_rgb
+    # test time: bilinear upsampling with aligned corners, as the release's PyTorch 0.3.1 F.upsample did (the
+    # official-weights pipeline); False is PyTorch >= 0.4's, which our training uses
+    upsample_align_corners: bool = False
     # --- self feature-preserving loss ---
     vgg_weights: str = "auto"        # auto (imported file, else substitute) | substitute | path to a VGG-16 state dict
     vgg_layer: str = "relu5_1"       # official --vgg_choose relu5_1
@@ -123,6 +126,7 @@ class EnlightenGAN(TorchMethod):
                 "vol. 30, pp. 2340-2349, 2021.")
     bibkey = "jiang2021enlightengan"
     version = 1
+    test_time_options = frozenset({"upsample_align_corners"})
     trainable = True
     pad_multiple = 1  # the generator pads (centred reflection, multiple of 16) and crops back itself
     uses_pairs = False
@@ -212,6 +216,7 @@ class EnlightenGAN(TorchMethod):
                              f"unexpected {result.unexpected_keys[:3]})")
 
     def forward_enhance(self, x: torch.Tensor) -> torch.Tensor:
+        self.model.align_corners = bool(self.config.upsample_align_corners)  # type: ignore[union-attr]
         out, _ = self.model(x * 2 - 1, attention_map(x, self.config.attention))  # type: ignore[misc]
         return (out + 1) / 2
 

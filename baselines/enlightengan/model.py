@@ -78,6 +78,8 @@ class AttentionUNet(nn.Module):
 
     def __init__(self):
         super().__init__()
+        # bilinear x2 upsampling as PyTorch >= 0.4 does it (False), or as the release's PyTorch 0.3.1 did (True)
+        self.align_corners = False
         chans = {1: 32, 2: 64, 3: 128, 4: 256, 5: 512}
         cin = 4
         for lvl in range(1, 6):
@@ -122,7 +124,7 @@ class AttentionUNet(nn.Module):
         y = self._cb("5_1", self.pool(c4)) * g[4]
         y = self._cb("5_2", y)
         for lvl, skip, gs in ((6, c4, g[3]), (7, c3, g[2]), (8, c2, g[1]), (9, c1, g[0])):
-            y = F.interpolate(y, scale_factor=2, mode="bilinear", align_corners=False)
+            y = F.interpolate(y, scale_factor=2, mode="bilinear", align_corners=self.align_corners)
             y = torch.cat([getattr(self, f"deconv{lvl - 1}")(y), skip * gs], 1)
             y = self._cb(f"{lvl}_1", y)
             y = self._cb(f"{lvl}_2", y, bn=lvl != 9)
@@ -133,9 +135,9 @@ class AttentionUNet(nn.Module):
         out = out[..., top:hh - bottom, left:ww - right]
         latent = latent[..., top:hh - bottom, left:ww - right]
         if big:
-            out = F.interpolate(out, scale_factor=2, mode="bilinear", align_corners=False)
+            out = F.interpolate(out, scale_factor=2, mode="bilinear", align_corners=self.align_corners)
             if out.shape[-2:] != (h0, w0):  # odd sizes: the official code would fail; resize exactly
-                out = F.interpolate(out, size=(h0, w0), mode="bilinear", align_corners=False)
+                out = F.interpolate(out, size=(h0, w0), mode="bilinear", align_corners=self.align_corners)
         return out, latent
 
 

@@ -30,8 +30,8 @@ back inside ``Unet_resize_conv.forward``) and writes ``util.tensor2im(fake_B)``:
 to [0, 255], ``astype(uint8)``, i.e. truncation. Our adapter's ``forward_enhance`` feeds ``x*2 - 1`` and
 ``attention_map(x, "luminance")`` (= 1 - luminance of the [0, 1] image, the same map), and maps the output back
 with ``(out + 1) / 2``; the harness clamps. One difference remains in the network, see ``SOURCE.md``
-("Official checkpoint"): the release's PyTorch 0.3.1 ``F.upsample(mode='bilinear')`` aligns corners, ours
-does not.
+("Official checkpoint"): the release's PyTorch 0.3.1 ``F.upsample(mode='bilinear')`` aligns corners; with
+official weights the harness sets ``upsample_align_corners=true`` (``test_overrides``) so ours does too.
 """
 
 from __future__ import annotations
@@ -76,4 +76,6 @@ def layout() -> OfficialLayout:
                       "forward(real_A, A_gray) with reflection padding to a multiple of 16; util.tensor2im: "
                       "(x+1)/2*255, clip [0,255], astype(uint8) (truncation)",
         official_quantize="truncate",
+        # the release pins torch 0.3.1, whose bilinear F.upsample aligned corners (PyTorch 0.4 added the flag)
+        test_overrides={"upsample_align_corners": "true"},
     )
