@@ -9,8 +9,10 @@ resolved config, weights hash, dataset fingerprint and split, seed, profile and 
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
+import io
 import logging
 import time
 from dataclasses import dataclass, field
@@ -31,6 +33,8 @@ from .methods.base import Method, TrainPair, build_config
 from .metrics import resolve_metrics
 from .paths import results_root
 from .provenance import environment, now
+from .records import (dir_lock, notice, read_json_record, read_metrics_rows, verify_run,
+                      weights_provenance, write_done)
 from .registry import canonical, load_method_class
 from .tiling import TilePolicy, enhance_with_policy
 
@@ -132,18 +136,25 @@ def user_weights(cls: type[Method], weights: Path | str) -> tuple[Path, dict[str
         return stored, {"source": "official", "path": str(stored), "sha256": record["stored_sha256"],
                         "official": official_summary(record)}
     path = Path(text).expanduser()
+    if path.is_dir():
+        raise BenchError(f"--weights {path} is a folder; import an official checkpoint folder first with "
+                         f"bench weights import official --method {cls.name} {path}, then use --weights official:{cls.name}")
     if not path.is_file():
-        raise BenchError(f"--weights {path} does not exist" + (" (a folder: import an official TF checkpoint first "
-                         f"with bench weights import official --method {cls.name} {path})" if path.is_dir() else ""))
+        raise BenchError(f"--weights {path} does not exist")
     sha = sha256_file(path)
     info: dict[str, Any] = {"source": "user", "path": str(path), "sha256": sha}
     from .weights import find_entry
 
     found = find_entry(None, sha, None)
     if found and found[1].get("method") == cls.name:
-        info.update(source="official", manifest_id=found[0])
-    elif cls.trainable and _is_foreign_state_dict(path):
-        info.update(source="official")
+        info.update(source="official", manifest_id=found[0], verified=True,
+                    verified_by=f"manifests/weights.yaml {found[0]}")
+    else:
+        info.update(weights_provenance(path, sha))   # refuses a file that differs from its training/import record
+        if cls.trainable and _is_foreign_state_dict(path):
+            info.update(source="official")
+        if not info["verified"]:
+            notice(f"--weights {path}: {info['unverified']}; the run is marked unverified")
     return path, info
 
 
@@ -179,24 +190,36 @@ def ensure_weights(cls: type[Method], method: Method, spec: RunSpec, m: Manifest
     identity = train_identity(cls, method.config, m, spec.seed, spec.profile)
     train_dir = train_dir_for(cls, method.config, m, spec.seed, spec.profile)
     ckpt_record = train_dir / "DONE"
-    if not ckpt_record.exists():
+    if ckpt_record.exists():
+        with dir_lock(train_dir, "training directory", shared=True):   # works on read-only media too
+            done = _train_done(ckpt_record)
+    else:
         from .distributed import current
 
-        dist = current()                     # several processes under torchrun: rank 0 writes
+        dist = current()                     # several processes under torchrun: rank 0 writes (and locks)
         if dist.is_main():
             check_writable(train_dir)
-            write_yaml(train_dir / "config.yaml", identity)
-        dist.barrier()
-        log.info("training %s on %s (%s profile) into %s", cls.name, m.name, spec.profile, train_dir)
-        seed_everything(spec.seed)
-        method.setup(device, None)
-        verify_or_fail(m, m.split("train"), spec.progress)
-        ckpt = method.train(_train_pairs(m, "train"), _train_pairs(m, "val"), train_dir, spec.seed, spec.progress)
-        if dist.is_main():
-            write_json(train_dir / "DONE", {"checkpoint": ckpt.name, "sha256": sha256_file(ckpt), "finished": now()})
-        dist.barrier()
-    done = _read_json(ckpt_record)
+        lock = dir_lock(train_dir, "training directory") if dist.is_main() else contextlib.nullcontext()
+        with lock:                           # one training process per directory; a second one waits
+            dist.barrier()
+            if not ckpt_record.exists():     # (a process we waited for may have finished it)
+                if dist.is_main():
+                    write_yaml(train_dir / "config.yaml", identity)
+                dist.barrier()
+                log.info("training %s on %s (%s profile) into %s", cls.name, m.name, spec.profile, train_dir)
+                seed_everything(spec.seed)
+                method.setup(device, None)
+                verify_or_fail(m, m.split("train"), spec.progress)
+                ckpt = method.train(_train_pairs(m, "train"), _train_pairs(m, "val"), train_dir, spec.seed,
+                                    spec.progress)
+                if dist.is_main():
+                    write_json(train_dir / "DONE", {"checkpoint": ckpt.name, "sha256": sha256_file(ckpt),
+                                                    "finished": now()})
+                dist.barrier()
+            done = _train_done(ckpt_record)
     ckpt = train_dir / done["checkpoint"]
+    if not ckpt.is_file():
+        raise BenchError(f"checkpoint {ckpt} named by {ckpt_record} is missing; remove {ckpt_record} to train again")
     if sha256_file(ckpt) != done["sha256"]:
         raise BenchError(f"checkpoint {ckpt} does not match the hash recorded when it was trained")
     return ckpt, {"source": "trained", "train_run": str(train_dir), "path": str(ckpt), "sha256": done["sha256"],
@@ -216,10 +239,15 @@ def train_only(spec: RunSpec) -> tuple[Path, dict[str, Any]]:
     return ckpt, info
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    import json
-
-    return json.loads(path.read_text())
+def _train_done(path: Path) -> dict[str, Any]:
+    """A training run's ``DONE`` (checkpoint name and sha256), or a one-line error naming it."""
+    hint = ("; remove it and run the same command again: a finished training is not repeated, its checkpoint "
+            "is hashed anew")
+    done = read_json_record(path, hint)
+    if not isinstance(done.get("checkpoint"), str) or not isinstance(done.get("sha256"), str) \
+            or "/" in done["checkpoint"]:
+        raise BenchError(f"{path} is damaged (no checkpoint name and sha256){hint}")
+    return done
 
 
 def verify_or_fail(m: Manifest, pairs: list[Pair], progress: bool) -> None:
@@ -266,14 +294,37 @@ def enhance_one(method: Method, low: np.ndarray, device: torch.device, reference
 _ENHANCE_FIELDS = ["id", "height", "width", "runtime_ms", "device", "tiled", "fallback", "output_sha256"]
 
 
+def _read_log(path: Path) -> tuple[list[str], list[dict[str, str]], bool]:
+    """(header, rows, clean) of ``enhance.csv``. Damaged bytes (a torn row, garbage) never stop a resume: the
+    text is decoded leniently and ``clean`` is False, so the caller keeps only rows whose PNG proves them."""
+    data = path.read_bytes()
+    try:
+        text, clean = data.decode("utf-8"), True
+    except UnicodeDecodeError:
+        text, clean = data.decode("utf-8", "replace"), False
+    if text and not text.endswith("\n"):
+        clean = False                      # a torn last row: the next append would be glued to it
+    try:
+        reader = csv.reader(io.StringIO(text.replace("\x00", ""), newline=""))
+        header = next(reader, [])
+        rows = [dict(zip(header, r)) for r in reader if len(r) == len(header)]
+    except csv.Error:
+        return [], [], False
+    return header, rows, clean
+
+
 def _done_ids(path: Path, outputs: Path) -> dict[str, dict[str, str]]:
     if not path.exists():
         return {}
-    with open(path, newline="") as f:
-        rows = [r for r in csv.DictReader(f) if r.get("output_sha256")]
+    _, rows, _ = _read_log(path)
     # a row only counts if its PNG is there with the recorded bytes (a crash may have cut either)
-    return {r["id"]: r for r in rows
-            if (outputs / f"{r['id']}.png").is_file() and sha256_file(outputs / f"{r['id']}.png") == r["output_sha256"]}
+    done: dict[str, dict[str, str]] = {}
+    for r in rows:
+        pid, sha = r.get("id") or "", r.get("output_sha256") or ""
+        png = outputs / f"{pid}.png"
+        if sha and pid and "/" not in pid and pid not in done and png.is_file() and sha256_file(png) == sha:
+            done[pid] = r
+    return done
 
 
 def enhance_stage(method: Method, m: Manifest, pairs: list[Pair], run_dir: Path, device: torch.device,
@@ -285,9 +336,11 @@ def enhance_stage(method: Method, m: Manifest, pairs: list[Pair], run_dir: Path,
     if done:
         log.info("resuming: %d of %d images already enhanced", len(done), len(pairs))
     write_header = not log_path.exists() or log_path.stat().st_size == 0
-    if not write_header and (set(done) != _all_logged(log_path) or _header(log_path) != _ENHANCE_FIELDS):
-        # drop rows whose outputs were lost, so the log only lists finished images
-        _rewrite_log(log_path, list(done.values()))
+    if not write_header:
+        header, rows, clean = _read_log(log_path)
+        if not clean or header != _ENHANCE_FIELDS or len(rows) != len(done) or {r.get("id") for r in rows} != set(done):
+            # drop rows whose outputs were lost (and torn or damaged bytes), so the log only lists finished images
+            _rewrite_log(log_path, list(done.values()))
     todo = [p for p in pairs if p.id not in done]
     warmed: set[tuple[int, ...]] = set()
     with open(log_path, "a", newline="") as f:
@@ -317,21 +370,9 @@ def enhance_stage(method: Method, m: Manifest, pairs: list[Pair], run_dir: Path,
             f.flush()
 
 
-def _header(path: Path) -> list[str]:
-    with open(path, newline="") as f:
-        return next(csv.reader(f), [])
-
-
-def _all_logged(path: Path) -> set[str]:
-    with open(path, newline="") as f:
-        return {r["id"] for r in csv.DictReader(f)}
-
-
 def _rewrite_log(path: Path, rows: list[dict[str, str]]) -> None:
-    import io
-
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=_ENHANCE_FIELDS, restval="")
+    w = csv.DictWriter(buf, fieldnames=_ENHANCE_FIELDS, restval="", extrasaction="ignore")
     w.writeheader()
     w.writerows(rows)
     write_text(path, buf.getvalue())
@@ -402,15 +443,35 @@ def execute(spec: RunSpec) -> RunResult:
     if spec.quantize != "round":               # so is the 8-bit conversion (round keeps the IDs of older runs)
         identity["quantize"] = spec.quantize
     run_dir = run_dir_for(identity)
-    run_id = run_dir.name
-    check_writable(run_dir.parent)
     if (run_dir / "DONE").exists() and not spec.force:
-        return RunResult(run_dir, True, _read_metrics(run_dir))
+        # reuse before any write: a finished run on read-only media is still usable
+        with dir_lock(run_dir, "run", shared=True):
+            return _reuse(run_dir)
+    check_writable(run_dir.parent)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with dir_lock(run_dir, "run"):            # one writer per run directory; a second process waits
+        if (run_dir / "DONE").exists() and not spec.force:
+            return _reuse(run_dir)            # the process we waited for finished it
+        return _execute_locked(spec, cls, name, m, config, device, pairs, metrics, method, weights, weights_info,
+                               official_test, identity, run_dir)
+
+
+def _reuse(run_dir: Path) -> RunResult:
+    checked = verify_run(run_dir, outputs=True)
+    if not checked.sealed:
+        log.info("reusing %s, finished before runs were sealed (unsealed: its files are not checked)", run_dir)
+    return RunResult(run_dir, True, read_metrics_rows(checked))
+
+
+def _execute_locked(spec: RunSpec, cls: type[Method], name: str, m: Manifest, config: Any, device: torch.device,
+                    pairs: list[Pair], metrics: list[Any], method: Method, weights: Path | None,
+                    weights_info: dict[str, Any], official_test: dict[str, Any] | None, identity: dict[str, Any],
+                    run_dir: Path) -> RunResult:
+    run_id = run_dir.name
     if spec.force:
         (run_dir / "DONE").unlink(missing_ok=True)
         for stale in ("enhance.csv", "per_image.csv", "metrics.csv"):
             (run_dir / stale).unlink(missing_ok=True)
-    run_dir.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(run_dir / "log.txt")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     logging.getLogger("bench").addHandler(handler)
@@ -450,14 +511,19 @@ def execute(spec: RunSpec) -> RunResult:
         rows = evaluate_run(run_dir, metrics, m, pairs, progress=spec.progress)
         env.update(finished=now(), metric_versions={mt.name: mt.version for mt in metrics})
         write_json(run_dir / "env.json", env)
-        write_json(run_dir / "DONE", {"finished": env["finished"], "n_images": len(pairs)})
+        write_done(run_dir, {"finished": env["finished"], "n_images": len(pairs),
+                             "weights_sha256": weights_info.get("sha256")})   # sealed: bench/records.py
         log.info("done: %s", run_dir)
         return RunResult(run_dir, False, rows)
+    except KeyboardInterrupt:
+        log.error("run interrupted; finished images are kept and the same command resumes it")
+        raise
+    except BenchError as e:
+        log.error("run failed: %s", e)
+        raise
+    except Exception:
+        log.exception("run failed with an unexpected error")
+        raise
     finally:
         logging.getLogger("bench").removeHandler(handler)
         handler.close()
-
-
-def _read_metrics(run_dir: Path) -> list[dict[str, Any]]:
-    with open(run_dir / "metrics.csv", newline="") as f:
-        return list(csv.DictReader(f))
