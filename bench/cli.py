@@ -89,7 +89,7 @@ def _prepared(m, lock_path) -> bool:
 
 # --- data ------------------------------------------------------------------------------------------
 def cmd_data(args: argparse.Namespace) -> int:
-    from .data.manifest import load_manifest, locked, verify_pairs
+    from .data.manifest import damaged_hint, load_manifest, locked, verify_pairs
 
     if args.data_cmd == "prepare":
         from .data.prepare import prepare
@@ -102,6 +102,8 @@ def cmd_data(args: argparse.Namespace) -> int:
 
         report = index_folder(args.name, args.low, args.high, args.train_fraction, args.val_fraction, args.seed,
                               progress=not args.quiet)
+        for line in report.skipped_lines():
+            print(line, file=sys.stderr)
         print(f"indexed {args.name}: " + ", ".join(f"{s} {n}" for s, n in report.splits.items())
               + f"; manifest {report.root}")
         return 0
@@ -109,6 +111,7 @@ def cmd_data(args: argparse.Namespace) -> int:
     if args.data_cmd == "verify":
         lm = locked(m)
         bad = 0
+        first: list[str] = []
         for split in ([args.split] if args.split else list(lm.splits)):
             pairs = lm.split(split)
             problems = verify_pairs(lm, pairs, progress=not args.quiet)
@@ -117,10 +120,13 @@ def cmd_data(args: argparse.Namespace) -> int:
                 print(f"{split}: not prepared ({len(pairs)} pairs)")
                 continue
             bad += len(problems)
+            first += problems[: max(0, 2 - len(first))]
             status = "ok" if not problems else f"{len(problems)} problem(s): " + "; ".join(problems[:5])
             print(f"{split}: {len(pairs)} pairs, {status}, fingerprint {lm.fingerprint(split)[:16]}")
         if bad:
-            raise BenchError(f"{m.name}: {bad} file(s) missing or altered; re-run bench data prepare {m.name}")
+            more = f" and {bad - len(first)} more" if bad > len(first) else ""
+            raise BenchError(f"{m.name}: {bad} file(s) missing or altered ({'; '.join(first)}{more}); "
+                             f"{damaged_hint(lm)}")
         return 0
     # show
     print(f"name:        {m.name} (version {m.version}, {m.kind})")
@@ -220,7 +226,11 @@ def build_parser() -> argparse.ArgumentParser:
     quiet = argparse.ArgumentParser(add_help=False)
     # SUPPRESS: a sub-command's default must not undo a -q given before it
     quiet.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress bars")
+    quiet.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                       help="print the full traceback of an error (otherwise saved to a log file)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--debug", action="store_true",
+                   help="print the full traceback of an error (otherwise saved to a log file)")
     sub = p.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
     _add = sub.add_parser
     sub.add_parser = lambda *a, **k: _add(*a, parents=[quiet], **k)  # every command takes -q
@@ -349,9 +359,56 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _write_crash_log(argv: Sequence[str] | None, text: str) -> Path | None:
+    """Save a traceback under ``$BENCH_RESULTS/logs/`` (or the temp folder when that cannot be written)."""
+    import os
+    import tempfile
+    import time
+
+    from .paths import results_root
+
+    name = f"bench-error-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+    head = f"bench {' '.join(sys.argv[1:] if argv is None else list(argv))}\n"
+    candidates = []
+    try:
+        candidates.append(results_root() / "logs")
+    except Exception:  # noqa: BLE001 (a broken $BENCH_RESULTS must not hide the original error)
+        pass
+    candidates.append(Path(tempfile.gettempdir()))
+    for folder in candidates:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            path = folder / name
+            with open(path, "w", encoding="utf-8") as f:
+                f.write(head + text)
+            return path
+        except OSError:
+            continue
+    return None
+
+
+def _unexpected(e: BaseException, argv: Sequence[str] | None) -> int:
+    """The last resort: one line and a pointer to the saved traceback (a bug, or an OS failure not yet named)."""
+    import traceback
+
+    from .fsutil import os_reason
+
+    text = "".join(traceback.format_exception(type(e), e, e.__traceback__))
+    log = _write_crash_log(argv, text)
+    if isinstance(e, OSError):
+        where = f"{e.filename}: " if e.filename else ""
+        what = f"{where}{os_reason(e)}"
+    else:
+        what = f"unexpected {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}".rstrip(": ")
+    where = f"traceback in {log}" if log else "the traceback could not be saved"
+    print(f"bench: error: {what} ({where}; re-run with --debug to see it here)", file=sys.stderr)
+    return 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    debug = bool(getattr(args, "debug", False))
     try:
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `bench ... | head` ends quietly
     except (AttributeError, ValueError):
@@ -359,11 +416,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.fn(args)
     except BenchError as e:
+        if debug:
+            import traceback
+
+            traceback.print_exc()
         print(f"bench: error: {e}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print("bench: interrupted; finished work is kept, re-run the same command to resume", file=sys.stderr)
         return 130
+    except SystemExit:
+        raise
+    except Exception as e:  # noqa: BLE001 (the last-resort handler: one line, traceback saved)
+        if debug:
+            raise
+        return _unexpected(e, argv)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from .data.manifest import Manifest, Pair
 from .errors import BenchError
-from .fsutil import read_yaml, sha256_file, write_text, write_yaml
+from .fsutil import die_with_parent, sha256_file, write_text, write_yaml
 from .imageio import read_rgb
 from .metrics import METRICS, Metric, get_metric
 
@@ -37,18 +37,37 @@ def _score(args: tuple[str, str | None, list[str]]) -> dict[str, float]:
 
 
 def _read_csv(path: Path) -> list[dict[str, str]]:
+    from .records import read_csv_rows
+
     if not path.exists():
         return []
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
+    return read_csv_rows(path)
 
 
-def _write_csv(path: Path, fields: list[str], rows: list[dict[str, Any]]) -> None:
+def _csv_text(fields: list[str], rows: list[dict[str, Any]]) -> str:
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore", lineterminator="\n")
     w.writeheader()
     w.writerows(rows)
-    write_text(path, buf.getvalue())
+    return buf.getvalue()
+
+
+def _write_csv(path: Path, fields: list[str], rows: list[dict[str, Any]]) -> None:
+    write_text(path, _csv_text(fields, rows))
+
+
+def summary_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``metrics.csv`` rows from ``per_image.csv`` rows (one per metric column, in registry order)."""
+    metric_cols = [c for c in METRICS if any(c in r for r in rows)]
+    try:
+        return [summarise([float(r[c]) for r in rows], get_metric(c)) for c in metric_cols]
+    except (TypeError, ValueError) as e:
+        raise BenchError(f"per_image.csv holds a value that is not a number ({e})") from None
+
+
+def summary_csv_text(rows: list[dict[str, Any]]) -> str:
+    """The exact text of ``metrics.csv`` for these ``per_image.csv`` rows (the seal can re-derive it)."""
+    return _csv_text(SUMMARY_COLUMNS, summary_rows(rows))
 
 
 def _fmt(v: float) -> str:
@@ -66,10 +85,12 @@ def summarise(values: list[float], metric: Metric) -> dict[str, Any]:
 
 
 def evaluate_run(run_dir: Path, metrics: list[Metric], m: Manifest, pairs: list[Pair],
-                 progress: bool = True, jobs: int | None = None) -> list[dict[str, Any]]:
+                 progress: bool = True, jobs: int | None = None, trust_existing: bool = True) -> list[dict[str, Any]]:
+    """Score the outputs into ``per_image.csv`` and ``metrics.csv``; columns already in ``per_image.csv`` are kept
+    unless ``trust_existing`` is False (then every metric is re-scored from the outputs)."""
     outputs = run_dir / "outputs"
     timing = {r["id"]: r for r in _read_csv(run_dir / "enhance.csv")}
-    existing = {r["id"]: r for r in _read_csv(run_dir / "per_image.csv")}
+    existing = {r["id"]: r for r in _read_csv(run_dir / "per_image.csv")} if trust_existing else {}
     have = set(next(iter(existing.values())).keys()) if existing else set()
     todo = [mt.name for mt in metrics if mt.name not in have or any(p.id not in existing for p in pairs)]
     for mt in metrics:
@@ -89,7 +110,8 @@ def evaluate_run(run_dir: Path, metrics: list[Metric], m: Manifest, pairs: list[
     if todo:
         workers = max(1, min(jobs or os.cpu_count() or 1, len(tasks) // 8 or 1))
         if workers > 1 and not any(METRICS[n].requires for n in todo):
-            with ProcessPoolExecutor(max_workers=workers) as pool:
+            # workers die with this process (a kill -9 of bench run must not leave them scoring on)
+            with ProcessPoolExecutor(max_workers=workers, initializer=die_with_parent, initargs=(os.getpid(),)) as pool:
                 scores = list(tqdm(pool.map(_score, tasks, chunksize=4), total=len(tasks), desc="score",
                                    unit="img", disable=not progress))
         else:
@@ -112,40 +134,55 @@ def evaluate_run(run_dir: Path, metrics: list[Metric], m: Manifest, pairs: list[
         rows.append(row)
     metric_cols = [c for c in METRICS if any(c in r for r in rows)]
     _write_csv(run_dir / "per_image.csv", BASE_COLUMNS + metric_cols, rows)
-    summary = [summarise([float(r[c]) for r in rows], get_metric(c)) for c in metric_cols]
+    summary = summary_rows(rows)
     _write_csv(run_dir / "metrics.csv", SUMMARY_COLUMNS, summary)
     return summary
 
 
 def rescore(run_dir: Path, metric_names: list[str] | None, progress: bool = True) -> list[dict[str, Any]]:
-    """Add metric columns to a finished run (``bench eval``)."""
+    """Add metric columns to a finished run (``bench eval``), holding the run's lock, then re-seal it.
+
+    The run is checked against its seal first (bench/records.py); ``per_image.csv``/``metrics.csv`` that do not
+    match it are re-scored from the (sealed) outputs. A run finished before runs were sealed is sealed here."""
     from .provenance import now
+    from .records import dir_lock, read_config, read_json_record, reseal, verify_run
     from .run import open_dataset
 
     run_dir = Path(run_dir)
-    if not (run_dir / "DONE").exists():
-        raise BenchError(f"{run_dir} is not a finished run (no DONE); finish it with the same `bench run` first")
-    cfg = read_yaml(run_dir / "config.yaml")
-    m = open_dataset(cfg["dataset"], progress)
-    pairs = m.split(cfg["split"])
-    ids = (cfg.get("identity") or {}).get("ids")
-    if ids is not None:
-        by_id = {p.id: p for p in pairs}
-        pairs = [by_id[i] for i in ids]
-    from .metrics import resolve_metrics
+    if not run_dir.is_dir():
+        raise BenchError(f"{run_dir} is not a run directory")
+    with dir_lock(run_dir, "run"):
+        if not (run_dir / "DONE").exists():
+            raise BenchError(f"{run_dir} is not a finished run (no DONE); finish it with the same `bench run` first")
+        checked = verify_run(run_dir, outputs=True, rescore=True)
+        cfg = read_config(run_dir / "config.yaml")
+        for key in ("dataset", "split"):
+            if not cfg.get(key):
+                raise BenchError(f"{run_dir / 'config.yaml'} has no {key!r}: the run's configuration is damaged")
+        m = open_dataset(cfg["dataset"], progress)
+        pairs = m.split(cfg["split"])
+        ids = (cfg.get("identity") or {}).get("ids")
+        if ids is not None:
+            by_id = {p.id: p for p in pairs}
+            missing = [i for i in ids if i not in by_id]
+            if missing:
+                raise BenchError(f"{run_dir / 'config.yaml'} lists image {missing[0]!r}, which split "
+                                 f"{cfg['split']} of {m.name} does not hold")
+            pairs = [by_id[i] for i in ids]
+        from .metrics import resolve_metrics
 
-    wanted = resolve_metrics(metric_names, m.paired)
-    names = list(dict.fromkeys(list(cfg.get("metrics", [])) + [mt.name for mt in wanted]))
-    rows = evaluate_run(run_dir, [get_metric(n) for n in names], m, pairs, progress)
-    cfg["metrics"] = names
-    write_yaml(run_dir / "config.yaml", cfg)
-    env_path = run_dir / "env.json"
-    import json
+        wanted = resolve_metrics(metric_names, m.paired)
+        names = list(dict.fromkeys(list(cfg.get("metrics", [])) + [mt.name for mt in wanted]))
+        rows = evaluate_run(run_dir, [get_metric(n) for n in names], m, pairs, progress,
+                            trust_existing="per_image.csv" not in checked.stale)
+        cfg["metrics"] = names
+        write_yaml(run_dir / "config.yaml", cfg)
+        env_path = run_dir / "env.json"
+        env = read_json_record(env_path)
+        env.setdefault("metric_versions", {}).update({n: get_metric(n).version for n in names})
+        env["rescored"] = now()
+        from .fsutil import write_json
 
-    env = json.loads(env_path.read_text())
-    env.setdefault("metric_versions", {}).update({n: get_metric(n).version for n in names})
-    env["rescored"] = now()
-    from .fsutil import write_json
-
-    write_json(env_path, env)
+        write_json(env_path, env)
+        reseal(run_dir, resealed=env["rescored"])
     return rows

@@ -227,11 +227,12 @@ def choose(spec: FigureSpec, dataset: str, records: list[Any] | None = None) -> 
 
 
 def _per_image(run_dir: Path) -> list[dict[str, str]]:
+    from .records import read_csv_rows
+
     path = run_dir / "per_image.csv"
     if not path.exists():
         raise BenchError(f"run {run_dir} has no per_image.csv")
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
+    return read_csv_rows(path)   # checked against the run's seal when the run was collected
 
 
 def _float(x: Any) -> float:
@@ -552,7 +553,7 @@ def _distribution(spec: FigureSpec) -> tuple[Any, list[dict[str, Any]], list[str
 def _cost(spec: FigureSpec) -> tuple[Any, list[dict[str, Any]], list[str]]:
     import numpy as np
 
-    from .fsutil import read_yaml
+    from .records import read_config
 
     metric = spec.metrics[0]
     notes: list[str] = []
@@ -567,7 +568,7 @@ def _cost(spec: FigureSpec) -> tuple[Any, list[dict[str, Any]], list[str]]:
             runs = [r for r in c.runs if metric in r.metrics]
             if not runs:
                 continue
-            params = {int((read_yaml(r.run_dir / "config.yaml") or {}).get("trainable_parameters") or 0) for r in runs}
+            params = {int(read_config(r.run_dir / "config.yaml").get("trainable_parameters") or 0) for r in runs}
             times, devices = [], set()
             for rec in runs:
                 for r in _per_image(rec.run_dir):

@@ -12,6 +12,8 @@ Reading policy (documented in the README, tested in tests/test_imageio.py):
 * 16-bit grayscale is scaled to 8 bits with rounding (v / 257). 16-bit *colour* files are refused:
   Pillow would silently keep only the high byte, so the user is asked to convert them.
 * Anything that does not decode completely (truncated, corrupt) is refused.
+* ``bench data index``/``prepare`` decode every image this way and refuse one smaller than
+  :data:`MIN_SIDE` (the SSIM window), so sizes are checked as runs read them.
 
 Every refusal is a one-line ``BenchError`` naming the file.
 """
@@ -68,6 +70,12 @@ def read_rgb(path: str | os.PathLike) -> np.ndarray:
             img.load()
     except FileNotFoundError:
         raise BenchError(f"missing image {path}") from None
+    except OSError as e:
+        if e.errno is not None:  # the file itself cannot be read (a folder, a link loop, no permission)
+            from .fsutil import os_reason
+
+            raise BenchError(f"cannot read image {path}: {os_reason(e)}") from None
+        raise BenchError(f"cannot decode image {path}: {e}") from None
     except Exception as e:  # Pillow raises many types for damaged files
         raise BenchError(f"cannot decode image {path}: {e}") from None
 
@@ -118,11 +126,26 @@ def read_rgb(path: str | os.PathLike) -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
+#: the smallest side an image may have: the 11×11 window of SSIM (bench.metrics) must fit inside it
+MIN_SIDE = 11
+
+
+def check_min_size(path: str | os.PathLike, arr_or_size) -> None:
+    """Refuse an image smaller than :data:`MIN_SIDE` on a side (``arr_or_size``: an H×W×C array or (W, H))."""
+    if isinstance(arr_or_size, np.ndarray):
+        h, w = arr_or_size.shape[:2]
+    else:
+        w, h = arr_or_size
+    if min(h, w) < MIN_SIDE:
+        raise BenchError(f"{path} is {w}x{h} pixels; images must be at least {MIN_SIDE}x{MIN_SIDE} "
+                         f"(the SSIM window) to be scored")
+
+
 def write_png(path: str | os.PathLike, arr: np.ndarray) -> None:
     """Write an H×W×3 uint8 array as PNG, atomically (no metadata, so bytes depend on pixels only)."""
     if arr.dtype != np.uint8 or arr.ndim != 3 or arr.shape[2] != 3:
         raise ValueError(f"write_png needs H×W×3 uint8, got {arr.dtype} {arr.shape}")
-    with atomic_path(path) as tmp:
+    with atomic_path(path, "the image") as tmp:
         Image.fromarray(arr, "RGB").save(tmp, format="PNG", compress_level=6)
 
 

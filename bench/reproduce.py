@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import logging
 import os
 import shlex
@@ -248,9 +247,11 @@ def _run_state(run: PlannedRun, name: str, cls: Any, config: Any, m: Any) -> Non
             else:
                 run.state, run.detail = "to run", "train + evaluate"
             return
+        from .records import read_json_record
+
         try:
-            weights_sha = json.loads(done.read_text())["sha256"]
-        except (ValueError, KeyError, OSError):
+            weights_sha = str(read_json_record(done)["sha256"])
+        except (BenchError, KeyError):
             run.state, run.detail = "to run", f"training record {_rel(done)} unreadable; bench run will say why"
             return
     run.run_dir = run_dir_for(run_identity(name, cls, config, weights_sha, m, run.split, run.seed, run.profile))

@@ -134,7 +134,8 @@ def user_weights(cls: type[Method], weights: Path | str) -> tuple[Path, dict[str
         if record.get("method") != cls.name:
             raise BenchError(f"--weights {text} holds {record.get('method')} weights, not {cls.name}")
         return stored, {"source": "official", "path": str(stored), "sha256": record["stored_sha256"],
-                        "official": official_summary(record)}
+                        "official": official_summary(record), "verified": True,   # re-hashed against its record
+                        "verified_by": f"official import {record.get('method')}@{record.get('id')}"}
     path = Path(text).expanduser()
     if path.is_dir():
         raise BenchError(f"--weights {path} is a folder; import an official checkpoint folder first with "
@@ -254,7 +255,9 @@ def verify_or_fail(m: Manifest, pairs: list[Pair], progress: bool) -> None:
     problems = verify_pairs(m, pairs, progress=progress)
     if problems:
         more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
-        raise BenchError(f"dataset {m.name}: {'; '.join(problems[:3])}{more}; run `bench data prepare {m.name}`")
+        from .data.manifest import damaged_hint
+
+        raise BenchError(f"dataset {m.name}: {'; '.join(problems[:3])}{more}; {damaged_hint(m)}")
 
 
 def _pad(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, int, int]:

@@ -1,7 +1,7 @@
 """Statistics of a forced-choice user study (DSN Table 3 and beyond), with NumPy and SciPy only.
 
 A vote is one trial: a rater of some group saw a set of methods' results for one image and chose one.
-Everything here works from the list of votes:
+Everything here works from the list of votes (read from a CSV by :func:`bench.study.votes.read_votes`):
 
 * shares per group and method, with Wilson 95 % intervals (``scipy.stats.binomtest(...).proportion_ci``);
 * a chi-square goodness-of-fit test of each group against equal preference; the expected count of a method
@@ -23,92 +23,16 @@ are written out here and tested against hand-computed values.
 
 from __future__ import annotations
 
-import csv
 import itertools
 import math
 from collections import Counter, defaultdict
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import numpy as np
 from scipy import stats
 
-from .errors import BenchError, unknown_name
-
-REQUIRED = ("rater", "rater_group", "image", "chosen")
-
-
-@dataclass(frozen=True)
-class Vote:
-    rater: str
-    group: str
-    image: str
-    category: str
-    shown: tuple[str, ...]
-    chosen: str
-
-
-# --- reading ---------------------------------------------------------------------------------------
-def read_votes(path: str | Path, methods: Sequence[str], method_aliases: dict[str, str] | None = None,
-               group_aliases: dict[str, str] | None = None) -> tuple[list[Vote], list[str]]:
-    """Votes from a CSV (rater, rater_group, image, category, shown, chosen) and notes about the file.
-
-    ``shown`` lists the methods shown, "|"-separated in display order; a file without the column is read as
-    "all ``methods`` shown" (noted). Method and group names are case-insensitive and go through the alias maps;
-    an unknown method name is an error with a "did you mean".
-    """
-    path = Path(path)
-    if not path.exists():
-        raise BenchError(f"vote file {path} not found")
-    m_alias = {k.lower(): v for k, v in (method_aliases or {}).items()}
-    g_alias = {k.lower(): v for k, v in (group_aliases or {}).items()}
-    known = list(methods)
-
-    def method(name: str, lineno: int) -> str:
-        key = name.strip()
-        key = m_alias.get(key.lower(), key.lower())
-        if key not in known:
-            err = unknown_name("method", key, known)
-            raise BenchError(f"{path}:{lineno}: {err}")
-        return key
-
-    notes: list[str] = []
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f)
-        cols = [c.strip() for c in reader.fieldnames or []]
-        missing = [c for c in REQUIRED if c not in cols]
-        if missing:
-            raise BenchError(f"{path}: missing column(s) {', '.join(missing)}; expected rater, rater_group, image, "
-                             f"category, shown, chosen")
-        if "shown" not in cols:
-            notes.append(f"no 'shown' column: every trial is taken to show all of {', '.join(known)}")
-        votes = []
-        for lineno, raw in enumerate(reader, 2):
-            r = {k.strip(): (v or "").strip() for k, v in raw.items() if k}
-            if not any(r.values()):
-                continue
-            shown = tuple(method(s, lineno) for s in r["shown"].split("|")) if r.get("shown") else tuple(known)
-            if len(set(shown)) != len(shown):
-                raise BenchError(f"{path}:{lineno}: a method is shown twice: {r['shown']}")
-            chosen = method(r["chosen"], lineno)
-            if chosen not in shown:
-                raise BenchError(f"{path}:{lineno}: chosen {chosen!r} was not among those shown ({'|'.join(shown)})")
-            group = g_alias.get(r["rater_group"].lower(), r["rater_group"].lower())
-            votes.append(Vote(r["rater"], group, r["image"], r.get("category", "") or "(none)", shown, chosen))
-    if not votes:
-        raise BenchError(f"{path}: no votes")
-    groups_of = defaultdict(set)
-    for v in votes:
-        groups_of[v.rater].add(v.group)
-    both = sorted(r for r, g in groups_of.items() if len(g) > 1)
-    if both:
-        raise BenchError(f"{path}: rater(s) in more than one group: {', '.join(both[:5])}")
-    dup = Counter((v.rater, v.image) for v in votes)
-    repeats = sum(c - 1 for c in dup.values() if c > 1)
-    if repeats:
-        notes.append(f"{repeats} repeated (rater, image) trial(s); every trial counts as a vote")
-    return votes, notes
+# reading the vote file lives in bench.study.votes; its names stay importable from here
+from .study.votes import COLUMNS, DUPLICATES_COUNTED, REQUIRED, Vote, parse_columns, read_votes  # noqa: F401
 
 
 # --- elementary pieces -----------------------------------------------------------------------------

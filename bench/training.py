@@ -73,7 +73,7 @@ from tqdm import tqdm
 from .amp import Amp
 from .distributed import Dist, current, ddp_step
 from .errors import BenchError
-from .fsutil import atomic_path, canonical_hash, write_json, write_text
+from .fsutil import canonical_hash, write_bytes, write_json, write_text
 
 __all__ = [
     "Batch",
@@ -148,10 +148,18 @@ def restore_rng(state: Mapping[str, Any]) -> None:
 # ------------------------------------------------------------------------------------------------
 # files
 # ------------------------------------------------------------------------------------------------
+def torch_bytes(obj: Any) -> bytes:
+    """``torch.save`` of ``obj`` as bytes, serialised in memory: the zip's inner folder is then always ``archive/``
+    (saved to a file, torch names it after the file -- a temporary name -- so equal tensors gave other bytes)."""
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return buf.getvalue()
+
+
 def save_torch(obj: Any, path: Path) -> None:
-    """``torch.save`` through a temporary file renamed into place: a crash never leaves half a file."""
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    """Write ``obj`` byte-reproducibly (:func:`torch_bytes`) through a temporary file renamed into place: equal
+    tensors give equal bytes (and sha256), and a crash never leaves half a file."""
+    write_bytes(path, torch_bytes(obj))
 
 
 def load_torch(path: Path) -> Any:
@@ -199,11 +207,12 @@ class TrainDir:
 
     def finished(self) -> Path | None:
         """The weights of an already finished run with these settings (training is not repeated)."""
-        import json
+        from .records import read_json_record
 
         if not self.done_path.exists():
             return None
-        done = json.loads(self.done_path.read_text())
+        done = read_json_record(self.done_path, f"; remove it to let training finish again from {self.path}'s "
+                                                "last state")
         path = self.path / str(done.get("weights"))
         if done.get("settings") == self.settings_hash and path.is_file():
             return path
@@ -237,21 +246,38 @@ class TrainDir:
 
     @staticmethod
     def truncate_csv(path: Path, upto: int) -> None:
-        """Drop rows written after the checkpoint a run resumes from (they will be redone)."""
+        """Drop rows written after the checkpoint a run resumes from (they will be redone), a torn last row (no
+        newline: a crash mid-write; the next append would be glued to it), rows of the wrong width and repeated
+        iterations."""
         if not path.exists():
             return
-        with open(path, newline="") as f:
-            rows = list(csv.reader(f))
+        data = path.read_bytes()
+        torn = bool(data) and not data.endswith(b"\n")
+        if torn:
+            data = data[: data.rfind(b"\n") + 1]
+        try:
+            rows = list(csv.reader(io.StringIO(data.decode("utf-8", "replace").replace("\x00", ""), newline="")))
+        except csv.Error:
+            rows = []
         if not rows:
+            if torn or data:
+                write_text(path, "")
             return
-        keep = [rows[0]] + [r for r in rows[1:] if r and r[0].isdigit() and int(r[0]) <= upto]
-        if len(keep) != len(rows):
+        keep, last = [rows[0]], -1
+        for r in rows[1:]:
+            if len(r) == len(rows[0]) and r[0].isdigit() and last < int(r[0]) <= upto:
+                keep.append(r)
+                last = int(r[0])
+        if torn or len(keep) != len(rows):
             buf = io.StringIO()
             csv.writer(buf, lineterminator="\n").writerows(keep)
             write_text(path, buf.getvalue())
 
     @staticmethod
     def append_csv(path: Path, header: list[str], row: list[Any]) -> None:
+        from .records import drop_torn_tail
+
+        drop_torn_tail(path)                 # never glue a row to one a crash cut short
         new = not path.exists() or path.stat().st_size == 0
         with open(path, "a", newline="") as f:
             w = csv.writer(f, lineterminator="\n")

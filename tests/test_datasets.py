@@ -115,7 +115,7 @@ def test_index_pairs_by_stem_and_refuses_bad_folders(tmp_path, rng):
     low, high = tmp_path / "u/low", tmp_path / "u/high"
     imgs = {}
     for stem in ("b", "a", "c"):
-        imgs[stem] = rng.integers(0, 256, (8, 10, 3), dtype=np.uint8)
+        imgs[stem] = rng.integers(0, 256, (12, 14, 3), dtype=np.uint8)
         write_png(low / f"{stem}.png", imgs[stem] // 4)
         write_png(high / f"{stem}.png", imgs[stem])
     assert main(["-q", "data", "index", "mine", "--low", str(low), "--high", str(high)]) == 0
@@ -131,6 +131,6 @@ def test_index_pairs_by_stem_and_refuses_bad_folders(tmp_path, rng):
         from bench.data.index import index_folder
 
         index_folder("bad", low, high, progress=False)
-    write_png(high / "d.png", imgs["a"][:, :9])
-    with pytest.raises(BenchError, match="d: low is 10x8 but high is 9x8"):
+    write_png(high / "d.png", imgs["a"][:, :13])
+    with pytest.raises(BenchError, match="d: low is 14x12 but high is 13x12"):
         index_folder("bad", low, high, progress=False)

@@ -269,16 +269,30 @@ def test_checkpoints_are_written_atomically(tmp_path, monkeypatch):
     save_torch({"x": torch.ones(3)}, target)
     good = target.read_bytes()
 
-    def torn(obj, path):
-        with open(path, "wb") as f:
-            f.write(b"half a checkpoint")
-        raise OSError("disk full")
+    import errno
+
+    import bench.fsutil
+
+    class Torn:   # the disk fills up half-way through the checkpoint's bytes
+        def __init__(self, path, mode):
+            self.f = open(path, mode)
+
+        def write(self, data):
+            self.f.write(data[: len(data) // 2])
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
     with monkeypatch.context() as mp:
-        mp.setattr(torch, "save", torn)
-        with pytest.raises(OSError):
+        mp.setattr(bench.fsutil, "open", Torn, raising=False)
+        with pytest.raises(BenchError, match="state_00000002.pt.*no space left"):
             save_torch({"x": torch.zeros(3)}, target)
         assert target.read_bytes() == good  # the old checkpoint is untouched
-        with pytest.raises(OSError):
+        with pytest.raises(BenchError):
             save_torch({"x": torch.zeros(3)}, tmp_path / "state_00000004.pt")
     assert not (tmp_path / "state_00000004.pt").exists()
     assert not list(tmp_path.glob(".*.tmp"))  # no temporary left behind

@@ -157,11 +157,11 @@ def test_size_mismatch_in_a_pair_is_refused(fake_methods, bench_env, rng):
     from bench.imageio import write_png
 
     low, high = bench_env / "u/low", bench_env / "u/high"
-    write_png(low / "a.png", rng.integers(0, 256, (8, 10, 3), dtype=np.uint8))
-    write_png(high / "a.png", rng.integers(0, 256, (8, 10, 3), dtype=np.uint8))
+    write_png(low / "a.png", rng.integers(0, 256, (12, 14, 3), dtype=np.uint8))
+    write_png(high / "a.png", rng.integers(0, 256, (12, 14, 3), dtype=np.uint8))
     assert main(["-q", "data", "index", "mine", "--low", str(low), "--high", str(high)]) == 0
     # the user swaps in a differently sized reference after indexing: the checksum catches it first
-    write_png(high / "a.png", rng.integers(0, 256, (8, 9, 3), dtype=np.uint8))
+    write_png(high / "a.png", rng.integers(0, 256, (12, 13, 3), dtype=np.uint8))
     with pytest.raises(BenchError, match="checksum mismatch"):
         execute(RunSpec("gain", "mine", progress=False))
 

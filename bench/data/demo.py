@@ -54,6 +54,9 @@ def demo_pairs() -> list[tuple[str, np.ndarray, np.ndarray, dict]]:
 def build_demo(m: Manifest, progress: bool = True) -> PrepareReport:
     from ..imageio import write_png
 
+    from ..fsutil import sweep_stale_temporaries
+
+    sweep_stale_temporaries(m.root)
     built: dict[str, Pair] = {}
     params: dict[str, dict] = {}
     for pid, low, high, p in tqdm(demo_pairs(), desc="build demo", unit="img", disable=not progress, leave=False):
@@ -75,19 +78,26 @@ def build_demo(m: Manifest, progress: bool = True) -> PrepareReport:
 
     lock = Manifest(m.name, m.version, m.description, m.paired, m.storage, dict(m.source), splits, m.split_rule,
                     extra={"matches_reference": not differs, "underexposure": params, "libraries": library_versions()})
-    lock.save(lock_path(m))
+    lock.save(lock_path(m), sealed=True, what="the lock file")
     return PrepareReport(m.name, {s: len(v) for s, v in splits.items()}, m.root)
 
 
 def ensure_demo(m: Manifest, progress: bool = True) -> None:
     """Build the demo set on first use, or rebuild it if its files were removed or altered."""
+    from ..fsutil import read_yaml, sweep_stale_temporaries
+    from .manifest import INTEGRITY_KEY, locked, verify_pairs
+
+    sweep_stale_temporaries(m.root)
     lp = lock_path(m)
     if lp.exists():
-        from .manifest import locked, verify_pairs
-
-        lm = locked(m)
-        if not verify_pairs(lm, [p for ps in lm.splits.values() for p in ps]):
-            return
+        try:
+            d = read_yaml(lp, "lock file")
+            if isinstance(d, dict) and INTEGRITY_KEY in d:  # an older lock (no record) is simply rebuilt
+                lm = locked(m)
+                if not verify_pairs(lm, [p for ps in lm.splits.values() for p in ps]):
+                    return
+        except BenchError:
+            pass  # a damaged lock: the set is rebuilt (it is made here, from installed packages)
     build_demo(m, progress)
 
 

@@ -85,13 +85,13 @@ def _require(m: Manifest, wanted: list[Pair], found, roles, partial: bool, root:
 def _write_lock(m: Manifest, splits: dict[str, list[Pair]], partial: bool, extra: dict) -> Manifest:
     lp = lock_path(m)
     if lp.exists():  # keep splits prepared earlier (e.g. --split test first, train later)
-        old = Manifest.from_dict(_read(lp), lp)
+        old = _read_lock(m)
         splits = {**old.splits, **splits}
         partial = partial or bool(old.extra.get("partial"))
         extra = {k: {**old.extra.get(k, {}), **v} if isinstance(v, dict) else v for k, v in extra.items()}
     lock = Manifest(m.name, m.version, m.description, m.paired, m.storage,
                     dict(m.source), splits, m.split_rule, extra=dict(extra, partial=partial))
-    lock.save(lock_path(m))
+    lock.save(lock_path(m), sealed=True, what="the lock file")
     return lock
 
 
@@ -103,17 +103,17 @@ def _check_against_old_lock(m: Manifest, new: dict[str, Pair]) -> None:
     lp = lock_path(m)
     if not lp.exists():
         return
-    old = {p.id: p for ps in Manifest.from_dict(_read(lp), lp).splits.values() for p in ps}
+    old = {p.id: p for ps in _read_lock(m).splits.values() for p in ps}
     changed = [i for i, p in new.items() if i in old and (old[i].low_sha256, old[i].high_sha256) != (p.low_sha256, p.high_sha256)]
     if changed:
         raise BenchError(f"{m.name}: {len(changed)} pair(s) differ from the hashes recorded in {lp} on first use "
                          f"(ids {_listing(changed)}); restore the original files or delete the lock to start over")
 
 
-def _read(path: Path):
-    from ..fsutil import read_yaml
+def _read_lock(m: Manifest) -> Manifest:
+    from .manifest import locked
 
-    return read_yaml(path)
+    return locked(m)
 
 
 def prepare_locked(m: Manifest, root: Path, split: str | None, partial: bool, progress: bool) -> PrepareReport:
@@ -128,12 +128,24 @@ def prepare_locked(m: Manifest, root: Path, split: str | None, partial: bool, pr
         high_rel = f"high/{p.id}{PurePosixPath(hi).suffix.lower()}"
         done[p.id] = Pair(p.id, low_rel, src.sha256(lo), high_rel, src.sha256(hi))
     _check_against_old_lock(m, done)
+    from ..imageio import check_min_size, read_rgb
+
+    unusable: list[str] = []
     for p in tqdm(present, desc=f"copy {m.name}", unit="pair", disable=not progress, leave=False):
         q = done[p.id]
         for rel, srel, digest in ((q.low, found[("low", p.id)], q.low_sha256), (q.high, found[("high", p.id)], q.high_sha256)):
             dest = m.file_path(rel)
             if not (dest.is_file() and sha256_file(dest) == digest):
                 src.copy_to(srel, dest)
+            try:  # decoded as runs decode it: complete, EXIF orientation applied, at least the SSIM window
+                arr = read_rgb(dest)
+                check_min_size(src.describe(srel), arr)
+            except BenchError as e:
+                unusable.append(str(e).replace(str(dest), src.describe(srel)))
+    if unusable:
+        more = f" (and {len(unusable) - 5} more)" if len(unusable) > 5 else ""
+        raise BenchError(f"{m.name}: " + "; ".join(unusable[:5]) + more + "; no lock was written (fix or remove them "
+                         "and re-run)")
     splits = _lock_splits(m, split_names, done)
     _write_lock(m, splits, partial and len(present) < len(_unique_pairs(m, split_names)), {})
     return PrepareReport(m.name, {s: len(v) for s, v in splits.items()}, m.root)
@@ -149,7 +161,10 @@ def _distort_one(args) -> tuple[str, str, str, list]:
     from ..imageio import read_rgb, write_png
     from .distort import distort
 
+    from ..imageio import check_min_size
+
     target = read_rgb(target_path)
+    check_min_size(target_path, target)
     low, ops = distort(target, seed, variant)
     write_png(high_dest, target)
     write_png(low_dest, low)
@@ -170,7 +185,9 @@ def prepare_distorted(m: Manifest, root: Path, split: str | None, partial: bool,
               image_seed(base_seed, p.id), variant) for p in present]
     results: dict[str, tuple] = {}
     workers = max(1, min(jobs or os.cpu_count() or 1, len(tasks)))
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    from ..fsutil import die_with_parent
+
+    with ProcessPoolExecutor(max_workers=workers, initializer=die_with_parent, initargs=(os.getpid(),)) as pool:
         for pid, lo, hi, ops in tqdm(pool.map(_distort_one, tasks, chunksize=4), total=len(tasks),
                                      desc=f"distort {m.name}", unit="img", disable=not progress):
             results[pid] = (lo, hi, ops)

@@ -7,13 +7,13 @@ at the manifest's relative paths, each copied atomically.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tqdm import tqdm
 
 from ..errors import BenchError
-from ..fsutil import sha256_file
+from ..fsutil import sha256_file, sweep_stale_temporaries
 from .manifest import Manifest, Pair, load_manifest
 from .sources import Source, is_image
 
@@ -23,6 +23,13 @@ class PrepareReport:
     dataset: str
     splits: dict[str, int]
     root: Path
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, why) not taken (bench data index)
+
+    def skipped_lines(self) -> list[str]:
+        """Every skipped file, named, for stderr (empty when none)."""
+        if not self.skipped:
+            return []
+        return [f"note: skipped {len(self.skipped)} file(s):"] + [f"  {f}: {why}" for f, why in self.skipped]
 
     def lines(self) -> list[str]:
         sizes = ", ".join(f"{s}: {n} pairs" for s, n in self.splits.items())
@@ -132,6 +139,10 @@ def prepare(name: str, root: Path | None, split: str | None = None, partial: boo
         raise BenchError(f"{name} was made by `bench data index` and reads its files in place; nothing to prepare")
     if root is None:
         raise BenchError(f"bench data prepare {name} needs --root PATH. {m.source.get('how_to_get', '')}".rstrip())
+    from ..fsutil import resolve_user_path
+
+    root = resolve_user_path(root, "--root")
+    sweep_stale_temporaries(m.root)  # temporaries of an earlier prepare killed mid-write
     if kind == "files":
         if partial:
             raise BenchError(f"--partial is not allowed for {name}: its files are known; use --split instead")

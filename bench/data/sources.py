@@ -74,7 +74,7 @@ class Source:
         return open(self.root / (self.base + rel), "rb")
 
     def copy_to(self, rel: str, dest: Path) -> None:
-        with self.open(rel) as src, atomic_path(dest) as tmp, open(tmp, "wb") as out:
+        with self.open(rel) as src, atomic_path(dest, "the dataset file") as tmp, open(tmp, "wb") as out:
             shutil.copyfileobj(src, out, 1 << 20)
 
 

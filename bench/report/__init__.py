@@ -41,7 +41,9 @@ per seed, mean ± std over seeds. Missing cells print "–"; marked cells get a 
 Metric versions are never mixed in one column: the report refuses and names the runs.
 Runs with the authors' released weights (--weights official:M) never enter table1/table2: table1-official
 lists them beside the figures published for those checkpoints, with contamination flags.
-Table 3 votes: CSV with columns rater, rater_group, image, category, shown ("a|b|c|d"), chosen."""
+Table 3 votes: CSV (UTF-8, with or without BOM; ',' ';' or tab delimited) with columns rater, rater_group,
+image, category, shown ("a|b|c|d"; ';' ',' '/' also accepted), chosen. --columns rater=participant,...
+maps other column names; exact duplicate rows are refused unless --allow-duplicates."""
 
 
 def _split_list(values: Sequence[str] | None) -> list[str] | None:
@@ -78,6 +80,10 @@ def register(subparsers: Any, parents: Sequence[argparse.ArgumentParser] = ()) -
                         "lol-485-15,fivek-distorted")
     p.add_argument("--seeds", nargs="+", metavar="SEED", help="seeds asked of trainable methods (default: spec's)")
     p.add_argument("--votes", type=Path, metavar="FILE", help="table3: the vote file (CSV)")
+    p.add_argument("--columns", nargs="+", metavar="STD=NAME",
+                   help="table3: the vote file's own column names, e.g. rater=participant,chosen=choice")
+    p.add_argument("--allow-duplicates", action="store_true",
+                   help="table3: count exact duplicate vote rows (refused otherwise); the count goes to stderr")
     p.add_argument("--out", type=Path, metavar="DIR", help="output folder (default: <results>/tables)")
     p.add_argument("--spec", type=Path, metavar="YAML", help="a table spec other than manifests/tables/TABLE.yaml")
     p.set_defaults(fn=cmd_report)
@@ -104,7 +110,10 @@ def cmd_report(args: argparse.Namespace) -> int:
         if not getattr(args, "votes", None):
             raise BenchError(f"{spec.name} needs --votes FILE: a CSV with one row per vote (columns rater, "
                              f"rater_group, image, category, shown, chosen); see {spec.path}")
-        files = write_study(spec, args.votes, out)
+        from ..study_stats import parse_columns
+
+        files = write_study(spec, args.votes, out, parse_columns(getattr(args, "columns", None)),
+                            bool(getattr(args, "allow_duplicates", False)))
         shown = files[1]
     else:
         if getattr(args, "votes", None):
@@ -140,12 +149,13 @@ def write_table(spec, out: Path, datasets: list[str] | None = None, profile: str
     return [out / n for n in outputs], data
 
 
-def write_study(spec, votes: Path, out: Path) -> list[Path]:
+def write_study(spec, votes: Path, out: Path, columns: dict[str, str] | None = None,
+                allow_duplicates: bool = False) -> list[Path]:
     """Analyse a vote file and write table3 files; returns [csv, md, tex, stats.md, stats.json]."""
     from ..fsutil import write_text
     from .table3 import Study
 
-    study = Study(spec, votes)
+    study = Study(spec, votes, columns, allow_duplicates)
     outputs = {
         f"{spec.name}.csv": study.csv(),
         f"{spec.name}.md": study.markdown(),

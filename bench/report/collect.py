@@ -16,15 +16,12 @@ A cell with no admissible run stays missing; nothing is ever filled in.
 
 from __future__ import annotations
 
-import csv
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..errors import BenchError
-from ..fsutil import read_yaml
 from ..paths import results_root
 from .spec import Row, TableSpec, published_values
 
@@ -62,6 +59,8 @@ class RunRecord:
     metrics: dict[str, MetricValue]
     protocol: dict[str, Any]
     weights_source: str = "none"   # config.yaml weights.source: none | user | official | trained here
+    sealed: bool = True            # False: finished before runs were sealed (bench/records.py), not checked
+    weights_verified: bool = True  # False: --weights matched no training or import record (config weights.verified)
 
     def rel_dir(self) -> str:
         try:
@@ -85,22 +84,28 @@ def _float(x: str) -> float:
 
 
 def read_run(run_dir: Path) -> RunRecord | None:
-    """A complete run's record, or None if ``run_dir`` is not a complete run (no DONE or no metrics.csv)."""
+    """A complete run's record (checked against its seal, bench/records.py), or None if ``run_dir`` has no DONE.
+
+    A record that does not match its seal is refused in one line naming the file (``metrics.csv`` is re-derived
+    from ``per_image.csv`` when that matches the seal); the PNGs are not hashed here (the table reads none)."""
+    from ..records import dir_lock, read_config, read_metrics_rows, verify_run
+
     done = run_dir / "DONE"
-    if not done.exists() or not (run_dir / "metrics.csv").exists():
+    if not done.exists():
         return None
-    cfg = read_yaml(run_dir / "config.yaml") or {}
-    try:
-        finished = str(json.loads(done.read_text()).get("finished", ""))
-    except (ValueError, AttributeError):
-        finished = ""
+    with dir_lock(run_dir, "run", shared=True):        # never read a record half-way through `bench eval`
+        checked = verify_run(run_dir, outputs=False)
+        cfg = read_config(run_dir / "config.yaml")
+        metric_rows = read_metrics_rows(checked)
+    finished = str(checked.done.get("finished", ""))
     metrics = {}
-    with open(run_dir / "metrics.csv", newline="") as f:
-        for r in csv.DictReader(f):
-            n = _float(r.get("n"))
-            metrics[r["metric"]] = MetricValue(_float(r.get("mean")), _float(r.get("std")),
-                                               0 if math.isnan(n) else int(n), _bool(r.get("higher_is_better")),
-                                               str(r.get("metric_version", "")))
+    for r in metric_rows:
+        if not r.get("metric"):
+            continue
+        n = _float(r.get("n"))
+        metrics[r["metric"]] = MetricValue(_float(r.get("mean")), _float(r.get("std")),
+                                           0 if math.isnan(n) else int(n), _bool(r.get("higher_is_better")),
+                                           str(r.get("metric_version", "")))
     protocol = cfg.get("protocol") or {}
     variant = (cfg.get("config") or {}).get("variant") if isinstance(cfg.get("config"), dict) else None
     return RunRecord(
@@ -111,6 +116,7 @@ def read_run(run_dir: Path) -> RunRecord | None:
         faithful=_bool(protocol.get("faithful", True)) is not False,
         partial=bool(_bool(protocol.get("partial_dataset", False))), finished=finished, metrics=metrics,
         protocol=protocol, weights_source=str((cfg.get("weights") or {}).get("source") or "none"),
+        sealed=checked.sealed, weights_verified=(cfg.get("weights") or {}).get("verified") is not False,
     )
 
 
@@ -123,6 +129,25 @@ def scan_runs(datasets: list[str], root: Path | None = None) -> list[RunRecord]:
             if rec is not None:
                 out.append(rec)
     return out
+
+
+def unsealed_note(records: list[RunRecord]) -> str:
+    """A note (stderr) on runs finished before runs were sealed, whose files could not be checked."""
+    unsealed = sorted(r.rel_dir() for r in records if not r.sealed)
+    if not unsealed:
+        return ""
+    return (f"{len(unsealed)} run(s) finished before runs were sealed are used unsealed (their files are not "
+            f"checked; `bench eval RUN_DIR` seals one): " + ", ".join(unsealed[:3]) + (" …" if len(unsealed) > 3 else ""))
+
+
+def record_notes(records: list[RunRecord]) -> list[str]:
+    """Notes for the table on runs whose weights could not be checked against a record."""
+    notes = []
+    unverified = sorted(r.rel_dir() for r in records if not r.weights_verified)
+    if unverified:
+        notes.append(f"{len(unverified)} run(s) use --weights files that match no training or import record "
+                     f"(unverified): " + ", ".join(unverified[:5]) + (" …" if len(unverified) > 5 else ""))
+    return notes
 
 
 def _variant_ok(rec: RunRecord, row: Row) -> bool:
@@ -297,6 +322,12 @@ def collect(spec: TableSpec, datasets: list[str] | None = None, profile: str | N
             if sel.why_missing:
                 notes.append(f"{row.label} on {ds}: {sel.why_missing}")
 
+    used = list({id(r): r for sel in selections.values() for r in sel.runs}.values())
+    notes += record_notes(used)
+    if unsealed_note(used):
+        from ..records import notice
+
+        notice(unsealed_note(used))
     labels = {r.key: r.label for r in spec.rows}
     by_column: dict[tuple[str, str], list[tuple[str, RunRecord]]] = {}
     for (key, ds), sel in selections.items():

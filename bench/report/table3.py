@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -26,13 +27,18 @@ def _published(spec: TableSpec) -> dict[tuple[str, str], dict[str, Any]]:
 class Study:
     """The analysis of one vote file under a table3 spec, and its renderings."""
 
-    def __init__(self, spec: TableSpec, votes_path: str | Path):
+    def __init__(self, spec: TableSpec, votes_path: str | Path, columns: dict[str, str] | None = None,
+                 allow_duplicates: bool = False):
         raw = spec.raw
         self.spec = spec
         self.methods = list(raw.get("methods") or [])
         self.votes_path = Path(votes_path)
         self.votes, self.notes = st.read_votes(votes_path, self.methods, raw.get("method_aliases"),
-                                               raw.get("group_aliases"))
+                                               raw.get("group_aliases"), columns=columns,
+                                               allow_duplicates=allow_duplicates)
+        for note in self.notes:
+            if st.DUPLICATES_COUNTED in note:
+                print(f"bench: note: {self.votes_path}: {note}", file=sys.stderr)
         boot = raw.get("bootstrap") or {}
         self.alpha = float(raw.get("alpha", 0.05))
         self.result = st.analyse(self.votes, self.methods, raw.get("rater_groups"), raw.get("categories"),

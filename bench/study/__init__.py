@@ -5,7 +5,9 @@ Modules:
 - :mod:`bench.study.create` -- completed runs → a study folder (trials, images under opaque names);
 - :mod:`bench.study.store`  -- the SQLite (WAL) vote store: raters, their drawn orders, one vote per trial;
 - :mod:`bench.study.server` -- the web app (Starlette + uvicorn) and its strict JSON API;
-- :mod:`bench.study.export` -- progress, and the votes CSV that ``bench report table3 --votes`` reads.
+- :mod:`bench.study.guard`  -- the app's hardening against hostile clients (hosts, origins, hang-ups, timeouts);
+- :mod:`bench.study.export` -- progress, and the votes CSV that ``bench report table3 --votes`` reads;
+- :mod:`bench.study.votes`  -- reading such a votes CSV (any tool's) into votes for :mod:`bench.study_stats`.
 
 The web app needs the ``study`` extra (``pip install -e '.[study]'``: starlette, uvicorn). Heavy imports happen
 inside :func:`cmd_study`, so registering the command is cheap.
@@ -58,11 +60,21 @@ def register(subparsers: Any, parents: Sequence[argparse.ArgumentParser] = ()) -
     c.add_argument("--title", help="the question shown to raters")
     s = add_subcommand(sub, "serve", parents, help="serve the study to raters (a web app; loopback by default)",
              formatter_class=fmt, epilog="examples:\n  bench study serve pilot\n  bench study serve pilot "
-             "--host 0.0.0.0 --port 8080   # reachable from the network: plain HTTP")
+             "--host 0.0.0.0 --port 8080   # reachable from the network: plain HTTP\n  bench study serve pilot "
+             "--host 0.0.0.0 --allow-host study.lab.example   # raters use that name\n\nOnly requests for the "
+             "hosts served on are answered (a DNS-rebinding page is refused), writes\nfrom another Origin get "
+             "403; stalled requests time out (--request-timeout) and at most\n--max-connections are held.")
     s.add_argument("name")
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8000, help="0 picks a free port (printed)")
     s.add_argument("--max-raters", type=int, default=1000, help="refuse joins beyond this many raters")
+    s.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                   help="also answer requests for this Host name (a DNS name or a proxy's host; repeatable); "
+                        "by default only the address served on (and for loopback or 0.0.0.0 the machine's names)")
+    s.add_argument("--request-timeout", type=float, default=10.0, metavar="S",
+                   help="seconds a client has to send a request's headers, and again its body (default 10)")
+    s.add_argument("--max-connections", type=int, default=200, metavar="N",
+                   help="connections held at once; more are answered 503 (default 200)")
     st = add_subcommand(sub, "status", parents, help="raters, votes and completion of a study", formatter_class=fmt,
               epilog="example:\n  bench study status pilot")
     st.add_argument("name")
@@ -100,7 +112,8 @@ def cmd_study(args: argparse.Namespace) -> int:
                              "pip install -e '.[study]'") from None
         if not 0 <= args.port <= 65535:
             raise BenchError("--port must be 0..65535")
-        serve(args.name, args.host, args.port, args.max_raters)
+        serve(args.name, args.host, args.port, args.max_raters, args.allow_host, args.request_timeout,
+              args.max_connections)
         return 0
     if cmd == "status":
         from .export import status, status_text

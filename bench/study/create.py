@@ -5,8 +5,10 @@ A study lives in ``<results>/studies/NAME/``:
 - ``study.json``: the design -- dataset and split, the methods and the runs they come from, the seed, the rater
   groups, and the trials (an opaque trial id, the image id, its category, and for every method the opaque name
   of its output's copy; with ``--with-input`` also the input's copy);
-- ``img/``: the images raters see, copied under random names (``<32 hex>.png``), so neither a URL nor a file
-  name says which method made an image;
+- ``img/``: the images raters see under random names (``<32 hex>.png``), so neither a URL nor a file name says
+  which method made an image; each is re-encoded from its pixels (no byte, chunk or metadata of the run's file,
+  hence a sha256 that is not in the run's ``per_image.csv``), padded so the candidates of a trial have one size,
+  written in a random order and given one common file time;
 - ``votes.sqlite``: created by ``bench study serve`` (see :mod:`bench.study.store`).
 
 The order of trials and the left-to-right order of the methods are drawn per rater when the rater joins, from
@@ -27,7 +29,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..errors import BenchError
-from ..fsutil import read_yaml, write_json
+from ..fsutil import write_json
 from ..paths import results_root
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -89,7 +91,10 @@ def read_run(path: Path) -> RunInfo:
         raise BenchError(f"run directory {path} does not exist")
     if not (path / "DONE").is_file():
         raise BenchError(f"run {path} is not complete (no DONE); finish it with `bench run` first")
-    cfg = read_yaml(path / "config.yaml") or {}
+    from ..records import read_config, verify_run
+
+    verify_run(path, outputs=True)   # the seal in DONE: edited records or outputs are refused, naming the file
+    cfg = read_config(path / "config.yaml")
     for key in ("method", "dataset", "split"):
         if not cfg.get(key):
             raise BenchError(f"{path}/config.yaml has no {key!r}; is this a run directory?")
@@ -183,6 +188,55 @@ def _input_path(dataset: str, split: str, pid: str) -> Path:
     raise BenchError(f"--with-input: image {pid} is not in {dataset}:{split}")
 
 
+PAD_CHUNK = b"paDd"  # a private, ancillary, safe-to-copy PNG chunk: decoders skip it
+PAD_BLOCK = 4096
+BLIND_MTIME = 946684800  # 2000-01-01: every served file has the same time
+
+
+def blind_png(path: Path) -> bytes:
+    """An image's pixels re-encoded as a fresh 8-bit RGB PNG: no chunk, metadata or encoder setting carried over
+    from the file (so its bytes, and its sha256 in the run's ``per_image.csv``, never identify the run)."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            pixels = np.asarray(im.convert("RGB"))
+    except (OSError, ValueError) as e:
+        raise BenchError(f"cannot read image {path}: {e}") from None
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(pixels), "RGB").save(buf, format="PNG", compress_level=9)
+    return buf.getvalue()
+
+
+def pad_png(pngs: Sequence[bytes]) -> list[bytes]:
+    """The PNGs padded to one common size (a multiple of :data:`PAD_BLOCK`) with a chunk of random bytes before
+    ``IEND``: the candidates of a trial all have the same size, so sizes cannot order the methods, and no two
+    files (nor a file and any run output) share their bytes."""
+    import struct
+    import zlib
+
+    target = -(-(max(len(p) for p in pngs) + 12 + 16) // PAD_BLOCK) * PAD_BLOCK
+    out = []
+    for png in pngs:
+        if png[-8:-4] != b"IEND":  # pragma: no cover -- PIL always ends with IEND
+            raise BenchError("internal: re-encoded PNG has no IEND chunk")
+        payload = secrets.token_bytes(target - len(png) - 12)
+        chunk = struct.pack(">I", len(payload)) + PAD_CHUNK + payload + struct.pack(">I", zlib.crc32(PAD_CHUNK +
+                                                                                                   payload))
+        out.append(png[:-12] + chunk + png[-12:])
+    return out
+
+
+def _write_blind(path: Path, data: bytes) -> None:
+    import os
+
+    path.write_bytes(data)
+    os.utime(path, (BLIND_MTIME, BLIND_MTIME))
+
+
 def _opaque(taken: set[str]) -> str:
     while True:
         name = secrets.token_hex(16) + ".png"
@@ -247,16 +301,18 @@ def create_study(name: str, runs: Sequence[Path], images: int | None = None, per
                 tid = secrets.token_hex(8)
             trial_ids.add(tid)
             files = {}
+            encoded = {}
             for r in infos:
                 files[r.method] = _opaque(taken)
-                shutil.copyfile(r.outputs[pid], tmp / IMG_DIR / files[r.method])
+                encoded[files[r.method]] = blind_png(r.outputs[pid])
             inp = None
             if with_input:
-                from PIL import Image
-
                 inp = _opaque(taken)
-                with Image.open(_input_path(first.dataset, first.split, pid)) as im:  # re-encoded: no metadata
-                    im.convert("RGB").save(tmp / IMG_DIR / inp, format="PNG")
+                _write_blind(tmp / IMG_DIR / inp, pad_png([blind_png(_input_path(first.dataset, first.split, pid))])[0])
+            names = list(encoded)
+            random.SystemRandom().shuffle(names)  # the write order must not follow --runs either
+            for name, data in zip(names, pad_png([encoded[n] for n in names])):
+                _write_blind(tmp / IMG_DIR / name, data)
             trials.append({"id": tid, "image": pid, "category": cat, "files": files, "input": inp})
         from ..provenance import now
 

@@ -12,12 +12,18 @@ Routes (everything under ``/api`` answers JSON and is never cached):
 The rater's token goes in ``Authorization: Bearer TOKEN`` (the page keeps it in localStorage and offers a resume
 link ``/#t=TOKEN``; a URL fragment never reaches a server log or a Referer). Answers to bad requests, with
 nothing stored: 401 missing or unknown token, 404 a trial not assigned to the rater, 409 a second vote on a
-trial, 413 a body over :data:`MAX_BODY` bytes, 415 a body that is not ``application/json``, 400 malformed JSON,
-422 a body of the wrong shape (unknown keys, wrong types, a candidate position that does not exist).
+trial or a vote on a trial other than the one the server last showed the rater, 413 a body over
+:data:`MAX_BODY` bytes, 415 a body that is not ``application/json``, 400 malformed or too deeply nested JSON,
+408 a body not received within the request timeout, 422 a body of the wrong shape (unknown keys, wrong types,
+a candidate position that does not exist), 403 a join beyond ``--max-raters``.
+
+Hostile clients (foreign hosts, cross-origin writes, hang-ups, stalled requests, connection floods, JSON
+bombs) are kept out by :mod:`bench.study.guard`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ipaddress
 import json
@@ -27,15 +33,17 @@ import socket
 import sys
 import threading
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from .create import DB_FILE, IMG_DIR, load_study
+from .guard import (MAX_CONNECTIONS, MAX_JSON_DEPTH, REQUEST_TIMEOUT, ClientGone, add_guards, allowed_hosts, describe,
+                    ignore_sigpipe, is_loopback, json_depth, json_error, log_line, raise_fd_limit, uvicorn_config)
 from .store import Store, VoteRejected, rater_label
 
 STATIC = Path(__file__).resolve().parent / "static"
@@ -45,13 +53,6 @@ MAX_DECISION_MS = 24 * 3600 * 1000
 TRIAL_RE = re.compile(r"^[0-9a-f]{16}$")
 IMAGE_RE = re.compile(r"^[0-9a-f]{32}\.png$")
 IMAGE_CACHE = "private, max-age=86400, immutable"
-SECURITY_HEADERS = [
-    (b"x-content-type-options", b"nosniff"),
-    (b"referrer-policy", b"no-referrer"),
-    (b"x-frame-options", b"DENY"),
-    (b"content-security-policy", b"default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
-                                 b"connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"),
-]
 
 
 class ApiError(Exception):
@@ -59,34 +60,6 @@ class ApiError(Exception):
         super().__init__(message)
         self.status = status
         self.message = message
-
-
-def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status, headers={"cache-control": "no-store"})
-
-
-class SecurityHeaders:
-    """Pure ASGI middleware: security headers on every answer, ``no-store`` on the API."""
-
-    def __init__(self, app):
-        self.app = app
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        api = scope.get("path", "").startswith("/api/")
-
-        async def wrapped(message):
-            if message["type"] == "http.response.start":
-                headers = list(message.get("headers", []))
-                names = {k.lower() for k, _ in headers}
-                headers += [(k, v) for k, v in SECURITY_HEADERS if k not in names]
-                if api and b"cache-control" not in names:
-                    headers.append((b"cache-control", b"no-store"))
-                message = {**message, "headers": headers}
-            await send(message)
-
-        return await self.app(scope, receive, wrapped)
 
 
 async def read_json(request: Request) -> dict[str, Any]:
@@ -101,17 +74,29 @@ async def read_json(request: Request) -> dict[str, Any]:
         if int(length) > MAX_BODY:
             raise ApiError(413, f"body over {MAX_BODY} bytes")
     body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_BODY:
-            raise ApiError(413, f"body over {MAX_BODY} bytes")
+
+    async def read() -> None:
+        async for chunk in request.stream():
+            body.extend(chunk)
+            if len(body) > MAX_BODY:
+                raise ApiError(413, f"body over {MAX_BODY} bytes")
+
+    timeout = getattr(request.app.state, "request_timeout", REQUEST_TIMEOUT)
+    try:
+        await asyncio.wait_for(read(), timeout)
+    except asyncio.TimeoutError:
+        raise ApiError(408, f"the request body did not arrive within {timeout:g} s") from None
+    except ClientDisconnect:
+        raise ClientGone() from None
 
     def no_constants(name: str):
         raise ValueError(f"{name} is not JSON")
 
+    if json_depth(body) > MAX_JSON_DEPTH:
+        raise ApiError(400, f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
     try:
         doc = json.loads(body.decode("utf-8"), parse_constant=no_constants)
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):
         raise ApiError(400, "malformed JSON") from None
     if not isinstance(doc, dict):
         raise ApiError(400, "expected a JSON object")
@@ -129,6 +114,13 @@ def _check_keys(doc: dict[str, Any], required: set[str], optional: set[str] = fr
     missing = required - set(doc)
     if missing:
         raise ApiError(422, f"missing field(s): {', '.join(sorted(missing))}")
+
+
+class _BlindFileResponse(FileResponse):
+    """A file without ``Last-Modified`` or a stat-based ETag: a file's time must not tell which run it came from."""
+
+    def set_stat_headers(self, stat_result) -> None:
+        self.headers["content-length"] = str(stat_result.st_size)
 
 
 class StudyApp:
@@ -178,7 +170,7 @@ class StudyApp:
     async def static(self, request: Request) -> Response:
         name = request.path_params["name"]
         if name not in STATIC_FILES:
-            return _error(404, "not found")
+            return json_error(404, "not found")
         return FileResponse(STATIC / name, media_type=STATIC_FILES[name], headers={"cache-control": "no-cache"})
 
     async def favicon(self, request: Request) -> Response:
@@ -187,14 +179,14 @@ class StudyApp:
     async def image(self, request: Request) -> Response:
         name = request.path_params["name"]
         if not IMAGE_RE.match(name) or name not in self.images:
-            return _error(404, "no such image")
+            return json_error(404, "no such image")
         path = (self.img_dir / name).resolve()
         if path.parent != self.img_dir or not path.is_file():
-            return _error(404, "no such image")
+            return json_error(404, "no such image")
         etag = f'"{name[:32]}"'  # names are random and files never change
         if request.headers.get("if-none-match") == etag:
             return Response(status_code=304, headers={"etag": etag, "cache-control": IMAGE_CACHE})
-        return FileResponse(path, media_type="image/png", headers={"cache-control": IMAGE_CACHE, "etag": etag})
+        return _BlindFileResponse(path, media_type="image/png", headers={"cache-control": IMAGE_CACHE, "etag": etag})
 
     async def study(self, request: Request) -> Response:
         return JSONResponse({"title": self.doc.get("title") or self.doc["name"], "groups": self.groups,
@@ -207,10 +199,11 @@ class StudyApp:
         group = doc["group"]
         if not isinstance(group, str) or group not in self.groups:
             raise ApiError(422, f"group must be one of {', '.join(self.groups)}")
-        if await run_in_threadpool(self.store.n_raters) >= self.max_raters:
-            raise ApiError(403, "this study has all the raters it needs")
         token = secrets.token_urlsafe(32)
-        rid = await run_in_threadpool(self.store.join, token, group)
+        try:  # the limit is checked inside the join's transaction
+            rid = await run_in_threadpool(self.store.join, token, group, self.max_raters)
+        except VoteRejected as e:
+            raise ApiError(e.status, e.message) from None
         return JSONResponse({"token": token, "rater": rater_label(rid), "group": group}, status_code=201)
 
     async def state(self, request: Request) -> Response:
@@ -239,29 +232,37 @@ class StudyApp:
                                                   **self.trial_view(state)}}, status_code=201)
 
 
-def _guard(handler):
+def _answer_errors(handler):
+    """``handler`` with an :class:`ApiError` answered as its JSON error, and a client gone before its body
+    logged and answered 400."""
+
     async def wrapped(request: Request) -> Response:
         try:
             return await handler(request)
         except ApiError as e:
-            return _error(e.status, e.message)
+            return json_error(e.status, e.message)
+        except ClientGone:
+            log_line(f"note: client hung up during {describe(request.scope)} (before its body was read)")
+            return json_error(400, "incomplete request")
 
     wrapped.__name__ = getattr(handler, "__name__", "handler")
     return wrapped
 
 
-def build_app(name: str | Path, max_raters: int = 1000) -> Starlette:
-    """The ASGI app for one study (``name``: a study name under ``<results>/studies`` or its folder)."""
+def build_app(name: str | Path, max_raters: int = 1000, allowed_hosts: Iterable[str] = ("127.0.0.1",
+              "localhost", "[::1]"), request_timeout: float = REQUEST_TIMEOUT) -> Starlette:
+    """The ASGI app for one study (``name``: a study name under ``<results>/studies`` or its folder), answering
+    only requests whose ``Host`` is one of ``allowed_hosts`` (see :func:`bench.study.guard.allowed_hosts`)."""
     s = StudyApp(name, max_raters)
     routes = [
-        Route("/", _guard(s.index), methods=["GET"]),
-        Route("/static/{name}", _guard(s.static), methods=["GET"]),
-        Route("/favicon.ico", _guard(s.favicon), methods=["GET"]),
-        Route("/img/{name}", _guard(s.image), methods=["GET"]),
-        Route("/api/study", _guard(s.study), methods=["GET"]),
-        Route("/api/join", _guard(s.join), methods=["POST"]),
-        Route("/api/state", _guard(s.state), methods=["GET"]),
-        Route("/api/vote", _guard(s.vote), methods=["POST"]),
+        Route("/", _answer_errors(s.index), methods=["GET"]),
+        Route("/static/{name}", _answer_errors(s.static), methods=["GET"]),
+        Route("/favicon.ico", _answer_errors(s.favicon), methods=["GET"]),
+        Route("/img/{name}", _answer_errors(s.image), methods=["GET"]),
+        Route("/api/study", _answer_errors(s.study), methods=["GET"]),
+        Route("/api/join", _answer_errors(s.join), methods=["POST"]),
+        Route("/api/state", _answer_errors(s.state), methods=["GET"]),
+        Route("/api/vote", _answer_errors(s.vote), methods=["POST"]),
     ]
 
     @contextlib.asynccontextmanager
@@ -270,8 +271,9 @@ def build_app(name: str | Path, max_raters: int = 1000) -> Starlette:
         s.store.close()
 
     app = Starlette(routes=routes, lifespan=lifespan)
-    app.add_middleware(SecurityHeaders)
+    add_guards(app, allowed_hosts)
     app.state.study = s
+    app.state.request_timeout = float(request_timeout)
     return app
 
 
@@ -299,43 +301,48 @@ def _url(sock: socket.socket) -> str:
     return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def serve(name: str | Path, host: str = "127.0.0.1", port: int = 8000, max_raters: int = 1000) -> None:
+def serve(name: str | Path, host: str = "127.0.0.1", port: int = 8000, max_raters: int = 1000,
+          allow_hosts: Iterable[str] = (), request_timeout: float = REQUEST_TIMEOUT,
+          max_connections: int = MAX_CONNECTIONS) -> None:
     """Serve a study until interrupted; prints the URL (``--port 0`` picks a free port)."""
     import uvicorn
 
-    app = build_app(name, max_raters)
+    if request_timeout <= 0:
+        from ..errors import BenchError
+
+        raise BenchError("--request-timeout must be positive (seconds)")
+    if max_connections < 1:
+        from ..errors import BenchError
+
+        raise BenchError("--max-connections must be at least 1")
+    ignore_sigpipe()
+    raise_fd_limit()
+    hosts = allowed_hosts(host, allow_hosts)
+    app = build_app(name, max_raters, hosts, request_timeout)
     sock = _bind(host, port)
-    if not _is_loopback(host):
+    if not is_loopback(host):
         print(f"bench: warning: serving on {host}, reachable from other machines, over plain HTTP; put it behind "
               "HTTPS before sharing tokens outside a trusted network", file=sys.stderr)
+        print(f"bench: note: answering only requests for the host(s) {', '.join(hosts)}; add others with "
+              "--allow-host NAME", file=sys.stderr)
     s = app.state.study
     print(f"serving study {s.doc['name']} ({len(s.trials)} trials, {len(s.methods)} candidates) at {_url(sock)} "
           f"-- Ctrl-C to stop", flush=True)
-    config = uvicorn.Config(app, log_level="warning", access_log=False, server_header=False, lifespan="on")
-    uvicorn.Server(config).run(sockets=[sock])
+    uvicorn.Server(uvicorn_config(app, request_timeout, max_connections)).run(sockets=[sock])
 
 
 @contextlib.contextmanager
-def background(name: str | Path, host: str = "127.0.0.1", port: int = 0, max_raters: int = 1000
-               ) -> Iterator[str]:
+def background(name: str | Path, host: str = "127.0.0.1", port: int = 0, max_raters: int = 1000,
+               allow_hosts: Iterable[str] = (), request_timeout: float = REQUEST_TIMEOUT,
+               max_connections: int = MAX_CONNECTIONS) -> Iterator[str]:
     """Run the app in a thread (tests, notebooks); yields its base URL and stops it on exit."""
     import time
 
     import uvicorn
 
-    app = build_app(name, max_raters)
+    app = build_app(name, max_raters, allowed_hosts(host, allow_hosts), request_timeout)
     sock = _bind(host, port)
-    config = uvicorn.Config(app, log_level="warning", access_log=False, server_header=False, lifespan="on")
-    server = uvicorn.Server(config)
+    server = uvicorn.Server(uvicorn_config(app, request_timeout, max_connections))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True, name="study-server")
     thread.start()
     deadline = time.monotonic() + 30

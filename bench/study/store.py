@@ -8,7 +8,9 @@ Tables:
   rater's order), ``trial``, ``shown`` (JSON list of method names, left to right as displayed) and
   ``first_shown_at`` (when the trial was first sent to the rater's browser).
 - ``votes``: at most one per (rater, trial) -- the primary key enforces it -- with the display position chosen,
-  the method behind it, the display order, the server time of the vote and the browser's decision time.
+  the method behind it, the display order, the server time of the vote and the browser's decision time. A vote
+  is accepted only for the trial the server last showed the rater (the first without a vote, once sent by
+  :meth:`Store.next_trial`), never for one the rater has not seen.
 
 Every write is one ``BEGIN IMMEDIATE`` transaction on one connection guarded by a lock, so a vote is either
 stored whole or not at all, and two requests can never both store a vote on the same trial.
@@ -134,12 +136,20 @@ class Store:
         with self._lock:
             return int(self.con.execute("SELECT COUNT(*) FROM raters").fetchone()[0])
 
-    def join(self, token: str, group: str) -> int:
-        """Register a rater with a fresh token and draw the rater's orders; returns the rater id."""
+    def join(self, token: str, group: str, max_raters: int | None = None) -> int:
+        """Register a rater with a fresh token and draw the rater's orders; returns the rater id.
+
+        ``max_raters`` is checked inside the same ``BEGIN IMMEDIATE`` transaction as the insert, so concurrent
+        joins -- from one server or from several on the same study -- never admit more (VoteRejected 403).
+        """
         with self._lock:
             con = self.con
             con.execute("BEGIN IMMEDIATE")
             try:
+                if max_raters is not None:
+                    n = int(con.execute("SELECT COUNT(*) FROM raters").fetchone()[0])
+                    if n >= max_raters:
+                        raise VoteRejected(403, "this study has all the raters it needs")
                 cur = con.execute("INSERT INTO raters (token_sha256, grp, seed, joined_at) VALUES (?, ?, 0, ?)",
                                   (token_hash(token), group, now_iso()))
                 rid = int(cur.lastrowid)
@@ -187,6 +197,15 @@ class Store:
                                   (rater_id, trial)).fetchone()
                 if row is None:
                     raise VoteRejected(404, "this trial is not assigned to you")
+                if con.execute("SELECT 1 FROM votes WHERE rater_id = ? AND trial = ?", (rater_id, trial)).fetchone():
+                    raise VoteRejected(409, "you already voted on this trial")
+                # only the trial the server last showed this rater: the first one without a vote, once sent
+                current = con.execute(
+                    "SELECT a.trial, a.first_shown_at FROM assignments a LEFT JOIN votes v ON v.rater_id = "
+                    "a.rater_id AND v.trial = a.trial WHERE a.rater_id = ? AND v.trial IS NULL ORDER BY a.position "
+                    "LIMIT 1", (rater_id,)).fetchone()
+                if current is None or current["trial"] != trial or current["first_shown_at"] is None:
+                    raise VoteRejected(409, "this is not the photo you were shown; reload the page")
                 shown = json.loads(row["shown"])
                 if not 0 <= choice < len(shown):
                     raise VoteRejected(422, f"no candidate at position {choice}; this trial has {len(shown)}")
