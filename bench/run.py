@@ -10,33 +10,29 @@ resolved config, weights hash, dataset fingerprint and split, seed, profile and 
 from __future__ import annotations
 
 import contextlib
-import csv
 import dataclasses
-import io
 import logging
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from tqdm import tqdm
 
 from .data.manifest import Manifest, Pair, load_manifest, locked, verify_pairs
+from .enhance import enhance_one, enhance_stage, image_seed  # noqa: F401  (all three importable from here too)
 from .errors import BenchError
 from .evaluate import evaluate_run
-from .fsutil import canonical_hash, check_writable, sha256_file, write_json, write_text, write_yaml
-from .imageio import QUANTIZE_MODES, quantize, read_rgb, to_tensor, write_png
+from .fsutil import canonical_hash, check_writable, sha256_file, write_json, write_yaml
+from .imageio import QUANTIZE_MODES
 from .methods.base import Method, TrainPair, build_config
 from .metrics import resolve_metrics
 from .paths import results_root
 from .provenance import environment, now
-from .records import (dir_lock, notice, read_json_record, read_metrics_rows, verify_run,
-                      weights_provenance, write_done)
+from .records import dir_lock, read_json_record, read_metrics_rows, verify_run, write_done
 from .registry import canonical, load_method_class
-from .tiling import TilePolicy, enhance_with_policy
+from .run_weights import official_pipeline, user_weights
+from .tiling import TilePolicy
 
 log = logging.getLogger("bench.run")
 
@@ -79,10 +75,6 @@ def open_dataset(name: str, progress: bool = True) -> Manifest:
     return locked(m)
 
 
-def image_seed(seed: int, pid: str) -> int:
-    return int(canonical_hash([seed, pid])[:8], 16)
-
-
 def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
     np.random.seed(seed % 2**32)
@@ -121,62 +113,6 @@ def run_dir_for(identity: dict[str, Any]) -> Path:
     return results_root() / "runs" / identity["dataset"] / identity["method"] / canonical_hash(identity)[:12]
 
 
-def user_weights(cls: type[Method], weights: Path | str) -> tuple[Path, dict[str, Any]]:
-    """``--weights``: ``official:M[@ID]`` (a converted import, re-hashed) or a file. A file is official when it
-    matches an official entry of manifests/weights.yaml for this method or is a state dict that is no checkpoint
-    of this project (the adapter then loads it by its official layout)."""
-    from .official.importer import resolve_official
-    from .methods.torch_method import official_summary
-
-    text = str(weights)
-    if text.startswith("official:"):
-        stored, record = resolve_official(text)
-        if record.get("method") != cls.name:
-            raise BenchError(f"--weights {text} holds {record.get('method')} weights, not {cls.name}")
-        return stored, {"source": "official", "path": str(stored), "sha256": record["stored_sha256"],
-                        "official": official_summary(record), "verified": True,   # re-hashed against its record
-                        "verified_by": f"official import {record.get('method')}@{record.get('id')}"}
-    path = Path(text).expanduser()
-    if path.is_dir():
-        raise BenchError(f"--weights {path} is a folder; import an official checkpoint folder first with "
-                         f"bench weights import official --method {cls.name} {path}, then use --weights official:{cls.name}")
-    if not path.is_file():
-        raise BenchError(f"--weights {path} does not exist")
-    sha = sha256_file(path)
-    info: dict[str, Any] = {"source": "user", "path": str(path), "sha256": sha}
-    from .weights import find_entry
-
-    found = find_entry(None, sha, None)
-    if found and found[1].get("method") == cls.name:
-        info.update(source="official", manifest_id=found[0], verified=True,
-                    verified_by=f"manifests/weights.yaml {found[0]}")
-    else:
-        info.update(weights_provenance(path, sha))   # refuses a file that differs from its training/import record
-        if cls.trainable and _is_foreign_state_dict(path):
-            info.update(source="official")
-        if not info["verified"]:
-            notice(f"--weights {path}: {info['unverified']}; the run is marked unverified")
-    return path, info
-
-
-def _is_foreign_state_dict(path: Path) -> bool:
-    from .training import STATE_FORMAT, WEIGHTS_FORMAT, load_torch
-
-    try:
-        obj = load_torch(path)
-    except BenchError:
-        return False
-    if isinstance(obj, dict) and obj.get("format") in (WEIGHTS_FORMAT, STATE_FORMAT):
-        return (obj.get("meta") or {}).get("weights_source") == "official"
-    return isinstance(obj, dict)
-
-
-def official_pipeline(cls: type[Method]) -> tuple[dict[str, str], str, str]:
-    """(config overrides, description, 8-bit conversion) of the official test script for official weights."""
-    layout = cls.official_layout() if hasattr(cls, "official_layout") else None
-    if layout is None:
-        return {}, "", "round"
-    return dict(layout.test_overrides), layout.test_pipeline, layout.official_quantize
 
 
 def ensure_weights(cls: type[Method], method: Method, spec: RunSpec, m: Manifest,
@@ -260,125 +196,6 @@ def verify_or_fail(m: Manifest, pairs: list[Pair], progress: bool) -> None:
         raise BenchError(f"dataset {m.name}: {'; '.join(problems[:3])}{more}; {damaged_hint(m)}")
 
 
-def _pad(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, int, int]:
-    h, w = x.shape[-2:]
-    ph, pw = (-h) % multiple, (-w) % multiple
-    if ph or pw:
-        mode = "reflect" if ph < h and pw < w else "replicate"
-        x = F.pad(x, (0, pw, 0, ph), mode=mode)
-    return x, h, w
-
-
-def enhance_one(method: Method, low: np.ndarray, device: torch.device, reference: np.ndarray | None = None,
-                policy: TilePolicy | None = None, quantize_mode: str = "round") -> tuple[np.ndarray, float, dict[str, Any]]:
-    """The harness side of the adapter contract: pad, call (under the memory policy, in inference mode),
-    check, crop, quantise; time the call. Returns the image, the milliseconds and the policy's record."""
-    x, h, w = _pad(to_tensor(low).to(device), method.pad_multiple)
-    kwargs = {}
-    if method.needs_reference_at_test:
-        if reference is None:
-            raise BenchError(f"{method.name} with these options needs the ground truth at test time; "
-                             "the dataset split has no reference images")
-        kwargs["reference"] = _pad(to_tensor(reference).to(device), method.pad_multiple)[0]
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    t0 = time.perf_counter()
-    y, info = enhance_with_policy(method, x, policy, **kwargs)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    elapsed = (time.perf_counter() - t0) * 1000.0
-    if not isinstance(y, torch.Tensor) or tuple(y.shape) != tuple(x.shape):
-        raise RuntimeError(f"{method.name}.enhance returned shape {getattr(y, 'shape', None)}, expected {tuple(x.shape)}")
-    if not torch.isfinite(y).all():
-        raise RuntimeError(f"{method.name}.enhance returned non-finite values")
-    return quantize(y[..., :h, :w], quantize_mode), elapsed, info
-
-
-_ENHANCE_FIELDS = ["id", "height", "width", "runtime_ms", "device", "tiled", "fallback", "output_sha256"]
-
-
-def _read_log(path: Path) -> tuple[list[str], list[dict[str, str]], bool]:
-    """(header, rows, clean) of ``enhance.csv``. Damaged bytes (a torn row, garbage) never stop a resume: the
-    text is decoded leniently and ``clean`` is False, so the caller keeps only rows whose PNG proves them."""
-    data = path.read_bytes()
-    try:
-        text, clean = data.decode("utf-8"), True
-    except UnicodeDecodeError:
-        text, clean = data.decode("utf-8", "replace"), False
-    if text and not text.endswith("\n"):
-        clean = False                      # a torn last row: the next append would be glued to it
-    try:
-        reader = csv.reader(io.StringIO(text.replace("\x00", ""), newline=""))
-        header = next(reader, [])
-        rows = [dict(zip(header, r)) for r in reader if len(r) == len(header)]
-    except csv.Error:
-        return [], [], False
-    return header, rows, clean
-
-
-def _done_ids(path: Path, outputs: Path) -> dict[str, dict[str, str]]:
-    if not path.exists():
-        return {}
-    _, rows, _ = _read_log(path)
-    # a row only counts if its PNG is there with the recorded bytes (a crash may have cut either)
-    done: dict[str, dict[str, str]] = {}
-    for r in rows:
-        pid, sha = r.get("id") or "", r.get("output_sha256") or ""
-        png = outputs / f"{pid}.png"
-        if sha and pid and "/" not in pid and pid not in done and png.is_file() and sha256_file(png) == sha:
-            done[pid] = r
-    return done
-
-
-def enhance_stage(method: Method, m: Manifest, pairs: list[Pair], run_dir: Path, device: torch.device,
-                  seed: int, progress: bool, policy: TilePolicy | None = None, quantize_mode: str = "round") -> None:
-    outputs = run_dir / "outputs"
-    outputs.mkdir(parents=True, exist_ok=True)
-    log_path = run_dir / "enhance.csv"
-    done = _done_ids(log_path, outputs)
-    if done:
-        log.info("resuming: %d of %d images already enhanced", len(done), len(pairs))
-    write_header = not log_path.exists() or log_path.stat().st_size == 0
-    if not write_header:
-        header, rows, clean = _read_log(log_path)
-        if not clean or header != _ENHANCE_FIELDS or len(rows) != len(done) or {r.get("id") for r in rows} != set(done):
-            # drop rows whose outputs were lost (and torn or damaged bytes), so the log only lists finished images
-            _rewrite_log(log_path, list(done.values()))
-    todo = [p for p in pairs if p.id not in done]
-    warmed: set[tuple[int, ...]] = set()
-    with open(log_path, "a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=_ENHANCE_FIELDS)
-        if write_header:
-            writer.writeheader()
-        for p in tqdm(todo, desc=f"enhance {method.name}", unit="img", disable=not progress):
-            low = read_rgb(m.file_path(p.low))
-            reference = read_rgb(m.file_path(p.high)) if method.needs_reference_at_test and p.high else None
-            if device.type == "cuda" and low.shape not in warmed:
-                # one untimed call per new image shape: cudnn.benchmark autotuning and allocator growth
-                # stay out of runtime_ms (harness_design.md §6: "after warm-up")
-                enhance_one(method, low, device, reference, policy, quantize_mode)
-                warmed.add(low.shape)
-            torch.manual_seed(image_seed(seed, p.id))
-            out, ms, info = enhance_one(method, low, device, reference, policy, quantize_mode)
-            if info["tiled"] or info["fallback"] != "none":
-                log.info("%s: %s", p.id, info)
-            record = method.image_record()
-            if record is not None:
-                write_json(run_dir / "records" / f"{p.id}.json", record)
-            dest = outputs / f"{p.id}.png"
-            write_png(dest, out)
-            writer.writerow({"id": p.id, "height": out.shape[0], "width": out.shape[1], "runtime_ms": f"{ms:.3f}",
-                             "device": info["device"], "tiled": int(info["tiled"]), "fallback": info["fallback"],
-                             "output_sha256": sha256_file(dest)})
-            f.flush()
-
-
-def _rewrite_log(path: Path, rows: list[dict[str, str]]) -> None:
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=_ENHANCE_FIELDS, restval="", extrasaction="ignore")
-    w.writeheader()
-    w.writerows(rows)
-    write_text(path, buf.getvalue())
 
 
 @dataclass

@@ -48,7 +48,6 @@ __all__ = [
     "import_vgg16",
     "imported_vgg16",
     "manifest_checkpoints",
-    "import_official",
     "show_lines",
     "verify",
     "register",
@@ -224,37 +223,6 @@ def imported_vgg16() -> tuple[Any, Any, dict[str, Any]] | None:
 
 
 # ------------------------------------------------------------------------------------------------
-# official checkpoints
-# ------------------------------------------------------------------------------------------------
-def import_official(method: str, paths: Sequence[str | os.PathLike], dry: bool = False) -> dict[str, Any]:
-    """``bench.official.importer.import_official``; for ``ours`` also the facts of its frozen VGG tensors."""
-    from .official.importer import import_official as generic
-    from .registry import canonical
-
-    if canonical(method) != "ours" or dry:
-        return generic(method, paths, dry=dry)
-    generic(method, paths, dry=True)   # names and shapes first, so a wrong file is named by the layout check
-    return generic(method, paths, extra=_dsn_encoder_facts(Path(paths[0])))
-
-
-def _dsn_encoder_facts(path: Path) -> dict[str, Any]:
-    import torch
-
-    from .dsn.model import DSN
-    from .dsn.official import load_official_state_dict
-
-    torch.manual_seed(0)
-    try:
-        info = load_official_state_dict(DSN(), str(path))
-    except (ValueError, RuntimeError) as e:
-        raise BenchError(f"{path}: " + str(e).splitlines()[0]) from None
-    vgg = imported_vgg16()
-    faithful, reason = faithfulness("dsn_checkpoint", None, info["tensors_sha256"])
-    return {"encoder_tensors_sha256": info["tensors_sha256"], "faithful_encoder": faithful, "faithful_reason": reason,
-            "encoder_matches_imported_vgg16": None if vgg is None else vgg[2].get("tensors_sha256") == info["tensors_sha256"]}
-
-
-# ------------------------------------------------------------------------------------------------
 # show / verify
 # ------------------------------------------------------------------------------------------------
 def show_lines() -> list[str]:
@@ -367,7 +335,9 @@ def cmd_weights(args: argparse.Namespace) -> int:
             print(f"  note: {PAPER_FILE_NOTE}")
             print("  ours now uses these tensors (encoder=auto or encoder=vgg16); earlier trained weights are not reused")
         else:
-            _print_official(import_official(args.method or "ours", args.file, dry=args.dry_run))
+            from .official.command import import_official, print_official
+
+            print_official(import_official(args.method or "ours", args.file, dry=args.dry_run))
         return 0
     if args.weights_cmd == "show":
         print("\n".join(show_lines()))
@@ -377,36 +347,6 @@ def cmd_weights(args: argparse.Namespace) -> int:
     if problems:
         raise BenchError(f"{len(problems)} weight file(s) missing or altered: {problems[0]}")
     return 0
-
-
-def _print_official(r: dict[str, Any]) -> None:
-    reading = r.get("reading") or {}
-    for f in r.get("files") or []:
-        print(f"  {f.get('part') or 'file'} {f.get('role')}: {f.get('path')} ({f.get('size'):,} B) sha256 "
-              f"{f.get('sha256')} [{f.get('manifest_id') or 'not in manifests/weights.yaml'}]")
-    for part, st in reading.items():
-        mem = f", peak {st['peak_bytes'] / 2**20:.1f} MiB" if "peak_bytes" in st else ""
-        missing = "".join(f"; data shard {m['name']} absent ({m['expected_bytes']:,} B expected)"
-                          for m in st.get("missing_shards") or [])
-        print(f"  read {part}: {st['seconds'] * 1000:.1f} ms{mem}{missing}")
-    if r.get("dry_run"):
-        print(f"dry run OK: {r['method']}: {r['filled']} of our tensors map from the official names and shapes "
-              f"({sum(r['official_tensors'].values())} official tensors, {sum(r['ignored'].values())} ignored, "
-              f"{len(r['kept'])} kept)")
-        return
-    print(f"official {r['method']} weights imported [{r['label']}]"
-          + ("" if r["verified"] else f" ({r.get('unverified_reason')})"))
-    if r.get("trained_on"):
-        print(f"  trained on: {r['trained_on']}")
-    for dataset, why in (r.get("contamination") or {}).items():
-        print(f"  {'CONTAMINATED' if str(why).startswith('yes') else 'possible overlap'} on {dataset}: {why}")
-    if r.get("encoder_tensors_sha256"):
-        print(f"  encoder tensors sha256 {r['encoder_tensors_sha256']}; faithful: "
-              f"{'yes' if r['faithful_encoder'] else 'no'} ({r['faithful_reason']})")
-    print(f"  stored: {r['stored']} (sha256 {r['stored_sha256'][:16]}…)")
-    print(f"  official test pipeline: {r.get('test_pipeline') or 'as ours'}; its 8-bit conversion: "
-          f"{r.get('official_quantize')} (bench run --quantize {r.get('official_quantize')} to match it)")
-    print(f"  use: bench run --method {r['method']} --dataset D --weights official:{r['method']}")
 
 
 def register(subparsers: Any, parents: Sequence[argparse.ArgumentParser] = ()) -> argparse.ArgumentParser:
