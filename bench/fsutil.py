@@ -127,27 +127,32 @@ def write_yaml(path: str | os.PathLike, obj: Any, what: str | None = None) -> No
     write_text(path, dump_yaml(obj), what)
 
 
-def read_text(path: str | os.PathLike, what: str | None = None) -> str:
-    """A UTF-8 text file, or one ``BenchError`` naming it (missing, a folder, a link loop, not UTF-8)."""
+def read_text(path: str | os.PathLike, what: str | None = None, hint: str = "") -> str:
+    """A UTF-8 text file exactly as stored (no newline translation), or one ``BenchError`` naming it (missing, a
+    folder, a link loop, not UTF-8). ``what`` names the file in the message, ``hint`` is appended to it."""
     label = f"{what} {path}" if what else str(path)
     try:
-        with open(path, encoding="utf-8") as f:
-            return f.read()
+        with open(path, "rb") as f:
+            data = f.read()
     except FileNotFoundError:
         raise BenchError(f"missing file {path}") from None
-    except UnicodeDecodeError as e:
-        raise BenchError(f"{label} is not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start}); "
-                         "it is damaged or was saved in another encoding") from None
+    except IsADirectoryError:
+        raise BenchError(f"{label} is a folder, not a file") from None
     except OSError as e:
         raise BenchError(f"cannot read {label}: {os_reason(e)}") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise BenchError(f"{label} is not valid UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start}){hint}; "
+                         "it is damaged or was saved in another encoding") from None
 
 
-def read_yaml(path: str | os.PathLike, what: str | None = None) -> Any:
-    text = read_text(path, what)
+def read_yaml(path: str | os.PathLike, what: str | None = None, hint: str = "") -> Any:
+    text = read_text(path, what, hint)
     try:
         return yaml.load(text, Loader=_SAFE_LOADER)
     except yaml.YAMLError as e:
-        raise BenchError(f"{path} is not valid YAML: {str(e).splitlines()[0]}") from None
+        raise BenchError(f"{path} is not valid YAML: {str(e).splitlines()[0]}{hint}") from None
 
 
 def canonical_hash(obj: Any) -> str:

@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from .errors import BenchError
-from .fsutil import sha256_bytes, sha256_file, write_json, write_text
+from .fsutil import read_text, read_yaml, sha256_bytes, sha256_file, write_json, write_text
 
 log = logging.getLogger("bench.records")
 
@@ -64,25 +64,9 @@ def notice(message: str) -> None:
 # ------------------------------------------------------------------------------------------------
 # readers that fail in one line
 # ------------------------------------------------------------------------------------------------
-def read_text(path: Path, what: str = "") -> str:
-    path = Path(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise BenchError(f"missing file {path}") from None
-    except IsADirectoryError:
-        raise BenchError(f"{path} is a folder, not a file") from None
-    except OSError as e:
-        raise BenchError(f"cannot read {path}: {e.strerror or e}") from None
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise BenchError(f"{path} is not valid UTF-8 text (byte {e.start}){what}: the file is damaged") from None
-
-
 def read_csv_rows(path: Path, what: str = "") -> list[dict[str, str]]:
     """The rows of a CSV record (a header row first), or a one-line error naming the file."""
-    text = read_text(path, what)
+    text = read_text(path, hint=what)
     try:
         return list(csv.DictReader(io.StringIO(text, newline="")))
     except csv.Error as e:
@@ -91,7 +75,7 @@ def read_csv_rows(path: Path, what: str = "") -> list[dict[str, str]]:
 
 def read_json_record(path: Path, what: str = "") -> dict[str, Any]:
     """A JSON object record (``DONE``, ``train_done.json``, ``env.json``), or a one-line error naming the file."""
-    text = read_text(path, what)
+    text = read_text(path, hint=what)
     try:
         doc = json.loads(text)
     except ValueError as e:
@@ -103,13 +87,7 @@ def read_json_record(path: Path, what: str = "") -> dict[str, Any]:
 
 def read_config(path: Path, what: str = "") -> dict[str, Any]:
     """A run's or training run's ``config.yaml`` as a mapping, or a one-line error naming the file."""
-    import yaml
-
-    text = read_text(path, what)
-    try:
-        doc = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-    except yaml.YAMLError as e:
-        raise BenchError(f"{path} is not valid YAML ({str(e).splitlines()[0]}){what}") from None
+    doc = read_yaml(path, hint=what)
     if not isinstance(doc, dict) or not doc:
         raise BenchError(f"{path} is empty or not a mapping{what}: the run's configuration is damaged")
     return doc

@@ -184,13 +184,13 @@ def test_lock_and_manifest_with_garbage_bytes_are_one_line(demo, bench_env, rng,
     lock = lock_path(load_manifest("demo"))
     lock.write_bytes(lock.read_bytes()[:200] + b"\xff\xfe garbage \x81\n")
     line = _one_line_error(capsys, 2, ["data", "verify", "demo"])
-    assert str(lock) in line and "not UTF-8" in line, line
+    assert str(lock) in line and "not valid UTF-8" in line, line
     low, high = _pairs(bench_env / "u", rng)
     assert main(["-q", "data", "index", "mine", "--low", str(low), "--high", str(high)]) == 0
     manifest = bench_env / "data" / "_manifests" / "mine.yaml"
     manifest.write_bytes(manifest.read_bytes().replace(b"name: mine", b"name: m\xe9ine"))
     line = _one_line_error(capsys, 2, ["data", "show", "mine"])
-    assert str(manifest) in line and "not UTF-8" in line, line
+    assert str(manifest) in line and "not valid UTF-8" in line, line
     manifest.write_bytes(b"- just\n- a list\n")
     line = _one_line_error(capsys, 2, ["data", "show", "mine"])
     assert str(manifest) in line, line

@@ -192,13 +192,12 @@ class HDRNet(Method):
         extra: dict[str, Any] = {}
         if isinstance(obj, Mapping) and (obj.get("meta") or {}).get("weights_source") == "official":
             # converted by bench weights import official: the layout checked every shape against this structure
-            from bench.methods.torch_method import official_summary
+            from bench.methods.torch_method import official_import_facts
 
             meta = obj.get("meta") or {}
             if meta.get("method") != self.name:
                 raise BenchError(f"{path} holds weights of method {meta.get('method')!r}, not {self.name}")
-            state, kind = obj["model"], "official_import"
-            extra = {"weights_source": "official", "official": official_summary(meta.get("official") or {})}
+            state, kind, extra = obj["model"], "official_import", official_import_facts(meta)
         elif isinstance(obj, Mapping) and obj.get("format") in (WEIGHTS_FORMAT, STATE_FORMAT):
             meta = obj.get("meta") or {}
             if meta.get("method") != self.name:

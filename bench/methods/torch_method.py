@@ -41,7 +41,7 @@ from ..fsutil import jsonable, sha256_file
 from ..training import STATE_FORMAT, WEIGHTS_FORMAT, Trainer, TrainSettings, load_torch, seed_all
 from .base import Method
 
-__all__ = ["TorchMethod", "TF_WEIGHTS", "official_summary", "flush_subnormal_"]
+__all__ = ["TorchMethod", "TF_WEIGHTS", "official_import_facts", "official_summary", "flush_subnormal_"]
 
 #: ``official_description`` of methods whose official weights are TensorFlow checkpoints.
 TF_WEIGHTS = ("the official weights are TensorFlow checkpoints: convert them once with "
@@ -65,6 +65,11 @@ def flush_subnormal_(module: torch.nn.Module) -> int:
                     t.masked_fill_(mask, 0.0)
                     n += k
     return n
+
+
+def official_import_facts(meta: Mapping[str, Any]) -> dict[str, Any]:
+    """``weights_info`` facts of a file converted by ``bench weights import official`` (its ``meta``)."""
+    return {"weights_source": "official", "official": official_summary(meta.get("official") or {})}
 
 
 def official_summary(record: Mapping[str, Any]) -> dict[str, Any]:
@@ -177,7 +182,7 @@ class TorchMethod(Method):
                 self.load_model_state(path, obj, "model")
                 self.official_import_loaded(meta.get("official") or {})
                 kind = "official_import"
-                extra = {"weights_source": "official", "official": official_summary(meta.get("official") or {})}
+                extra = official_import_facts(meta)
             else:
                 self.check_checkpoint_meta(path, meta)
                 self.load_model_state(path, obj, "model")

@@ -5,10 +5,8 @@ contamination, the official test pipeline and how to run with the import)."""
 from __future__ import annotations
 
 import os
-from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
-from ..errors import BenchError
 from ..registry import canonical
 from ..weights import faithfulness, imported_vgg16
 from .importer import import_official as generic
@@ -18,27 +16,19 @@ __all__ = ["import_official", "print_official"]
 
 def import_official(method: str, paths: Sequence[str | os.PathLike], dry: bool = False) -> dict[str, Any]:
     """``bench.official.importer.import_official``; for ``ours`` also the facts of its frozen VGG tensors."""
-    if canonical(method) != "ours" or dry:
-        return generic(method, paths, dry=dry)
-    generic(method, paths, dry=True)   # names and shapes first, so a wrong file is named by the layout check
-    return generic(method, paths, extra=_dsn_encoder_facts(Path(paths[0])))
+    facts = _dsn_encoder_facts if canonical(method) == "ours" and not dry else None
+    return generic(method, paths, dry=dry, facts=facts)
 
 
-def _dsn_encoder_facts(path: Path) -> dict[str, Any]:
-    import torch
+def _dsn_encoder_facts(state: Mapping[str, Any]) -> dict[str, Any]:
+    """What the converted DSN file's frozen encoder tensors are (the layout checked its two copies equal)."""
+    from ..dsn.encoder import tensor_sha256
 
-    from ..dsn.model import DSN
-    from ..dsn.official import load_official_state_dict
-
-    torch.manual_seed(0)
-    try:
-        info = load_official_state_dict(DSN(), str(path))
-    except (ValueError, RuntimeError) as e:
-        raise BenchError(f"{path}: " + str(e).splitlines()[0]) from None
+    sha = tensor_sha256(state["operations.0.haar_weights1"], state["operations.0.haar_weights2"])
     vgg = imported_vgg16()
-    faithful, reason = faithfulness("dsn_checkpoint", None, info["tensors_sha256"])
-    return {"encoder_tensors_sha256": info["tensors_sha256"], "faithful_encoder": faithful, "faithful_reason": reason,
-            "encoder_matches_imported_vgg16": None if vgg is None else vgg[2].get("tensors_sha256") == info["tensors_sha256"]}
+    faithful, reason = faithfulness("dsn_checkpoint", None, sha)
+    return {"encoder_tensors_sha256": sha, "faithful_encoder": faithful, "faithful_reason": reason,
+            "encoder_matches_imported_vgg16": None if vgg is None else vgg[2].get("tensors_sha256") == sha}
 
 
 def print_official(r: dict[str, Any]) -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
@@ -24,12 +24,11 @@ from ..fsutil import canonical_hash, read_yaml, sha256_file, write_yaml
 from ..paths import data_root
 from ..provenance import now
 from .layout import LayoutError, OfficialLayout, Part, convert, dry_run
-from .tfbundle import TFCheckpointError, open_bundle, resolve_prefix
+from .tfbundle import TFCheckpointError, open_bundle
 
-__all__ = ["OFFICIAL_FORMAT_KEY", "official_dir", "imports", "layout_for", "locate_parts", "read_part",
+__all__ = ["official_dir", "imports", "layout_for", "locate_parts", "read_part",
            "import_official", "resolve_official", "describe_file"]
 
-OFFICIAL_FORMAT_KEY = "weights_source"
 RECORD = "official_imports.yaml"
 
 
@@ -194,9 +193,9 @@ class _Shape:
 # import
 # ------------------------------------------------------------------------------------------------
 def import_official(method: str, paths: Sequence[str | os.PathLike], *, dry: bool = False,
-                    extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                    facts: Callable[[Mapping[str, torch.Tensor]], Mapping[str, Any]] | None = None) -> dict[str, Any]:
     """Convert and store (or, with ``dry``, only check) the official files of ``method``; the record
-    (``extra``: method-specific facts to record with it)."""
+    (``facts``: method-specific facts read off the converted state dict, recorded with it)."""
     from ..registry import canonical, load_method_class
     from ..training import WEIGHTS_FORMAT, save_torch
 
@@ -228,9 +227,10 @@ def import_official(method: str, paths: Sequence[str | os.PathLike], *, dry: boo
         "method": name, "id": import_id, "imported_at": now(), **checkpoint_facts(name, files),
         "files": files, "reading": reading,
         "test_pipeline": layout.test_pipeline, "test_overrides": dict(layout.test_overrides),
-        "official_quantize": layout.official_quantize, "description": layout.description, **(extra or {}),
+        "official_quantize": layout.official_quantize, "description": layout.description,
+        **(facts(converted) if facts else {}),
     }
-    meta = {"method": name, "version": cls.version, OFFICIAL_FORMAT_KEY: "official", "official": record}
+    meta = {"method": name, "version": cls.version, "weights_source": "official", "official": record}
     if getattr(cls, "combined_checkpoint", None):
         key, value = cls.combined_checkpoint
         meta[key] = value
