@@ -7,12 +7,13 @@ import importlib.metadata as md
 import platform
 import subprocess
 import sys
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from . import __version__
 from .paths import REPO_ROOT
+
+if TYPE_CHECKING:  # torch is imported where a device is described, so `bench --help` stays fast
+    import torch
 
 _PACKAGES = ("torch", "torchvision", "numpy", "scipy", "scikit-image", "pillow", "pandas", "pyiqa")
 
@@ -44,7 +45,9 @@ def package_versions() -> dict[str, str | None]:
     return versions
 
 
-def device_info(device: torch.device) -> dict[str, Any]:
+def device_info(device: "torch.device") -> dict[str, Any]:
+    import torch
+
     info: dict[str, Any] = {"device": str(device), "cpu": platform.processor() or platform.machine(),
                             "torch_threads": torch.get_num_threads()}
     if device.type == "cuda":
@@ -53,7 +56,7 @@ def device_info(device: torch.device) -> dict[str, Any]:
     return info
 
 
-def environment(device: torch.device) -> dict[str, Any]:
+def environment(device: "torch.device") -> dict[str, Any]:
     return {
         "harness_version": __version__,
         "git": git_state(),
