@@ -7,12 +7,13 @@ IQA    := $(VENV)/.stamp-iqa
 DEMO_METHOD ?= ours
 PYTEST_ARGS ?=
 
-.PHONY: setup setup-iqa demo test test-all bench bench-dsn verify clean-results help gpu-check
+.PHONY: setup setup-iqa demo test test-all bench bench-methods bench-dsn verify clean-results help gpu-check
 
 help:
 	@echo "make demo      set up .venv and run the main job on the embedded demo set"
 	@echo "make test      set up .venv (with the iqa extra) and run the CPU test suite"
 	@echo "make bench     benchmarks (not tests); results in results/perf/"
+	@echo "make bench-methods  cost table of every method (params, MACs, latency, peak memory): results/tables/cost.*"
 	@echo "make bench-dsn DSN's speed, memory and tiling on this machine (CPU: ~35 min; SECTIONS=enhance,train,tiling)"
 	@echo "make verify    re-hash every prepared dataset"
 
@@ -44,6 +45,10 @@ test-all: $(IQA)
 
 bench: $(CORE)
 	$(BIN)/bench perf metrics --pairs 100
+
+# the cost table of all 16 methods on this machine: results/tables/cost.{csv,md,tex} (CPU, 2 cores: ~10 min)
+bench-methods: $(CORE)
+	$(BIN)/bench perf methods
 
 SECTIONS ?= enhance,train,tiling
 bench-dsn: $(CORE)

@@ -44,13 +44,14 @@ def _table(rows: list[dict[str, Any]], fmt: str = "table") -> str:
 def cmd_ls(args: argparse.Namespace) -> int:
     rows: list[dict[str, Any]] = []
     if args.what == "methods":
-        from .registry import METHODS, load_method_class
+        from .methods.catalog import REBUILD, listing
 
-        for name in METHODS:
-            cls = load_method_class(name)
-            rows.append({"name": name, "display": cls.display_name, "family": cls.family,
-                         "trainable": "yes" if cls.trainable else "no", "params": _param_count(cls),
-                         "version": cls.version})
+        found, measured = listing()
+        for r in found:
+            rows.append({**r, "trainable": "yes" if r["trainable"] else "no"})
+        if measured:
+            print(f"bench: note: {', '.join(measured)} not in bench/methods/catalog.json, counted now; "
+                  f"`{REBUILD}` records them", file=sys.stderr)
     elif args.what == "datasets":
         from .data.manifest import dataset_names, load_manifest, lock_path
 
@@ -69,16 +70,6 @@ def cmd_ls(args: argparse.Namespace) -> int:
                          "version": mt.version, "definition": mt.definition})
     print(_table(rows, args.format))
     return 0
-
-
-def _param_count(cls) -> int:
-    if not cls.trainable:
-        return 0
-    import torch
-
-    method = cls(cls.Config())
-    method.setup(torch.device("cpu"), None)
-    return method.trainable_parameters()
 
 
 def _prepared(m, lock_path) -> bool:
@@ -207,14 +198,21 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+# `bench perf WHAT` -> "module:function(args) -> int", imported only when that benchmark runs
+PERF = {
+    "metrics": "bench.perf:run_perf",
+    "dsn": "bench.perf_dsn:run_perf_dsn",
+    "dsn-memory": "bench.perf_dsn_memory:run_perf_dsn_memory",
+    "gpu-bench": "bench.perf_cuda:run_gpu_bench",
+    "methods": "bench.perf_methods:run_perf_methods",
+}
+
+
 def cmd_perf(args: argparse.Namespace) -> int:
-    if args.what == "dsn":
-        from .perf_dsn import run_perf_dsn
+    import importlib
 
-        return run_perf_dsn(args)
-    from .perf import run_perf
-
-    return run_perf(args)
+    module, _, fn = PERF[args.what].partition(":")
+    return getattr(importlib.import_module(module), fn)(args)
 
 
 # --- parser ----------------------------------------------------------------------------------------
@@ -320,8 +318,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev.set_defaults(fn=cmd_eval)
 
     perf = sub.add_parser("perf", help="benchmarks (not tests); results go to results/perf/", formatter_class=fmt,
-                          epilog="examples:\n  bench perf metrics --pairs 100\n  bench perf dsn --device cpu --sections enhance --sizes 200x300")
-    perf.add_argument("what", choices=["metrics", "dsn"])
+                          epilog="examples:\n  bench perf metrics --pairs 100\n  bench perf dsn --device cpu --sections enhance --sizes 200x300\n"
+                          "  bench perf methods                       (the cost table: results/tables/cost.*)\n"
+                          "  bench perf methods --methods identity,lime,zero-dce --sizes 64x96 --runs 3")
+    perf.add_argument("what", choices=list(PERF))
     perf.add_argument("--pairs", type=int, default=100)
     perf.add_argument("--jobs", type=int, default=None)
     perf.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="dsn: where to measure")
@@ -331,7 +331,8 @@ def build_parser() -> argparse.ArgumentParser:
     perf.add_argument("--warmup", type=int, default=None, help="dsn: untimed passes first")
     perf.add_argument("--sections", help="dsn: comma-separated subset of enhance,train,tiling (default all)")
     perf.add_argument("--steps", type=int, default=None, help="dsn: timed training steps")
-    perf.add_argument("--sizes", help="dsn: comma-separated HxW sizes to time (default 200x300,400x600)")
+    perf.add_argument("--sizes", help="dsn, methods: comma-separated HxW sizes to time (dsn default 200x300,400x600; "
+                           "methods default 400x600,256x256)")
     perf.add_argument("--mem-sizes", help="dsn: two HxW sizes for the tiled-memory section (default 400x600,1200x1800)")
     perf.add_argument("--tile", type=int, default=None, help="dsn: tile side of the memory section (default 384)")
     perf.add_argument("--overlap", type=int, default=None, help="dsn: tile overlap of the memory section (default 96)")
@@ -340,6 +341,10 @@ def build_parser() -> argparse.ArgumentParser:
     perf.add_argument("--weights", help="dsn: a checkpoint of ours for the tiled-vs-whole gap (default: random)")
     perf.add_argument("--channels-last", choices=["auto", "on", "off"], default="auto",
                       help="dsn: channels-last weights in 'ours' (auto: on CPU only, as bench run)")
+    perf.add_argument("--methods", help="methods: comma-separated subset of the registry (default all)")
+    perf.add_argument("--threads", type=int, default=None, help="methods: torch threads (default: all CPUs, at most 16)")
+    perf.add_argument("--amp", choices=["off", "bf16"], default=None, help="methods: autocast for the timed passes")
+    perf.add_argument("--force", action="store_true", help="methods: re-measure methods that have a result")
     perf.set_defaults(fn=cmd_perf)
 
     from .report import register as register_report
@@ -356,6 +361,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .study import register as register_study
 
     register_study(sub, [quiet])
+    from .compare import register as register_compare
+
+    register_compare(sub, [quiet])
     return p
 
 

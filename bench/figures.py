@@ -8,7 +8,9 @@ Three kinds of figure:
 - ``distribution``: per-image metric values per method (box plot with every image as a point and the mean
   as a diamond) from ``per_image.csv`` -- what a mean over 100 images hides;
 - ``cost``: quality against cost -- the table's metric against trainable parameters (``config.yaml``
-  ``trainable_parameters``) and against measured runtime (median ``runtime_ms`` of ``per_image.csv``).
+  ``trainable_parameters``) and against runtime: the median latency of the cost table
+  (``results/tables/cost.csv``, ``bench perf methods``: every method timed alike on one machine), or, for a
+  method the table lacks, the median ``runtime_ms`` of its runs' ``per_image.csv`` (said in a note).
 
 Which runs feed a figure is decided exactly as for the tables: :func:`bench.report.collect.select` on the
 runs found by :func:`bench.report.collect.scan_runs`, with the rows, split, profile and seeds of the table
@@ -294,7 +296,7 @@ def save(fig: Any, out: Path, name: str, dpi: int) -> list[Path]:
 
 SOURCE_COLUMNS = ["figure", "kind", "panel", "row", "label", "dataset", "seed", "run_id", "run_dir", "profile",
                   "smoke", "image", "file", "sha256", "metric", "value", "trainable_parameters",
-                  "runtime_ms_median", "device"]
+                  "runtime_ms_median", "runtime_source", "device"]
 
 
 def _source_row(spec: FigureSpec, **kw: Any) -> dict[str, Any]:
@@ -550,14 +552,30 @@ def _distribution(spec: FigureSpec) -> tuple[Any, list[dict[str, Any]], list[str
 
 
 # --- quality against cost -------------------------------------------------------------------------
+def _table_runtime(cost: dict[str, dict[str, str]], method: str) -> tuple[float | None, set[str]]:
+    """(median ms at the table's first size, {device}) of a method in the cost table, or (None, set())."""
+    row = cost.get(method)
+    size = next((k[3:] for k in (row or {}) if k.startswith("ms_") and not k.startswith("ms_iqr_")), None)
+    t = _float(row.get(f"ms_{size}")) if row and size else math.nan
+    if not math.isfinite(t):
+        return None, set()
+    return t, {f"{row.get('device') or '?'}, {size.replace('x', '×')}, cost table"}  # the axis label says so
+
+
 def _cost(spec: FigureSpec) -> tuple[Any, list[dict[str, Any]], list[str]]:
     import numpy as np
 
     from .records import read_config
 
+    from .cost_table import read_cost_table
+    from .paths import results_root
+
     metric = spec.metrics[0]
     notes: list[str] = []
     legend_room = 0.0
+    cost_path = results_root() / "tables" / "cost.csv"
+    cost = read_cost_table(cost_path)          # `bench perf methods`: every method timed the same way
+    fallback: list[str] = []
     points: dict[str, list[dict[str, Any]]] = {}
     sources: list[dict[str, Any]] = []
     for ds in spec.datasets:
@@ -569,24 +587,33 @@ def _cost(spec: FigureSpec) -> tuple[Any, list[dict[str, Any]], list[str]]:
             if not runs:
                 continue
             params = {int(read_config(r.run_dir / "config.yaml").get("trainable_parameters") or 0) for r in runs}
-            times, devices = [], set()
-            for rec in runs:
-                for r in _per_image(rec.run_dir):
-                    t = _float(r.get("runtime_ms"))
-                    if math.isfinite(t):
-                        times.append(t)
-                    if r.get("device"):
-                        devices.add(r["device"].split(":")[0])
+            median, devices = _table_runtime(cost, c.row.method)
+            runtime_source = "cost table" if median is not None else "runs"
+            if median is None:                     # not in the cost table: the runs' own per-image times
+                times = []
+                for rec in runs:
+                    for r in _per_image(rec.run_dir):
+                        t = _float(r.get("runtime_ms"))
+                        if math.isfinite(t):
+                            times.append(t)
+                        if r.get("device"):
+                            devices.add(r["device"].split(":")[0])
+                median = float(np.median(times)) if times else math.nan
+                if "runtime" in spec.x:
+                    fallback.append(c.row.label)
             value = float(np.mean([r.metrics[metric].mean for r in runs]))
-            median = float(np.median(times)) if times else math.nan
             pts.append({"label": c.row.label, "color": c.color, "group": c.row.group, "value": value, "params": max(params),
                         "runtime": median, "devices": devices})
             for rec in runs:
                 sources.append(_source_row(spec, panel=ds, row=c.row.key, label=c.row.label, dataset=ds,
                                            metric=metric, value=rec.metrics[metric].mean,
                                            trainable_parameters=max(params), runtime_ms_median=median,
-                                           device=";".join(sorted(devices)), **_run_fields(rec)))
+                                           runtime_source=runtime_source, device=";".join(sorted(devices)),
+                                           **_run_fields(rec)))
         points[ds] = pts
+    if fallback:
+        notes.append(f"runtimes of {', '.join(sorted(set(fallback)))} are the runs' own per-image times, not the "
+                     f"cost table ({cost_path} has no such rows; `bench perf methods` measures every method alike)")
     if not any(points.values()):
         raise BenchError(f"figure {spec.name}: no complete runs with {metric} on {', '.join(spec.datasets)} "
                          f"(profile {spec.profile} or better); make them with `bench reproduce {spec.table.name} "

@@ -150,9 +150,27 @@ def test_quality_against_cost(runs, tmp_path):
              for r in csv.DictReader(open(d / "per_image.csv"))]
     assert float(fit[0]["runtime_ms_median"]) == pytest.approx(statistics.median(times))
     assert {r["trainable_parameters"] for r in rows if r["row"] != "fitgain"} == {"0"}
-    assert fit[0]["device"] == "cpu"
+    assert fit[0]["device"] == "cpu" and fit[0]["runtime_source"] == "runs"
     again, _ = render(spec, tmp_path / "b")
     assert [sha(f) for f in files] == [sha(f) for f in again]
+
+
+def test_quality_against_cost_reads_the_cost_table(runs, tmp_path):
+    """With `bench perf methods`'s table present, every method's runtime is its latency there."""
+    from bench.cost_table import write_cost_table
+
+    results = [{"method": "identity", "display": "Input", "family": "reference", "params": 0, "version": 1,
+                "threads": 2, "settings": {"sizes": [[400, 600]]},
+                "sizes": {"600x400": {"ms_median": 0.5, "ms_iqr": 0.1, "runs": 5, "peak_bytes": 0,
+                                      "peak_method": "rss"}}}]
+    write_cost_table(results, {"device": "cpu", "torch": "x", "threads": 2, "cpu": "test", "cpus": 2},
+                     results_root() / "tables")
+    spec = load_figure_spec(path=write_specs(tmp_path, name="cost", kind="cost", datasets=["demo"], metric="psnr"))
+    files, notes = render(spec, tmp_path / "a")
+    rows = {r["row"]: r for r in sources(files[2])}
+    assert rows["identity"]["runtime_source"] == "cost table" and float(rows["identity"]["runtime_ms_median"]) == 0.5
+    assert rows["fitgain"]["runtime_source"] == "runs"           # not in the table: its own runs, said in a note
+    assert any("fitgain" in n.lower() and "cost table" in n for n in notes)
 
 
 def test_source_date_epoch_is_honoured(runs, tmp_path, monkeypatch):
