@@ -318,8 +318,10 @@ def test_missing_cells_are_shown_missing_never_filled():
         "& -- & -- & -- \\\\")
     compare = (out / "small.compare.md").read_text(encoding="utf-8")
     assert "lol-485-15: compared with the paper's LOL column (a different test split)" in compare
-    # a row with no published value shows "–" in the paper column
-    assert md_row(compare, "Zero-DCE")[1] == "–"
+    # a row with no published value shows "–" in the paper column, and gets no reproduction verdict
+    zero = md_row(compare, "Zero-DCE")
+    assert zero[0] == "no learned weights" and zero[2] == "–" and zero[4] == "not comparable"
+    assert md_row(compare, "ours")[-12:-8] == ["–", "21.71", "–", "–"]    # lol-485-15 PSNR: not measured
 
 
 # --- versions, seeds, selection -------------------------------------------------------------------------
@@ -523,3 +525,13 @@ def test_demo_runs_report(tmp_path, monkeypatch):
     out = report("table1", "--datasets", "demo", "--profile", "paper", out=tmp_path)
     md = (out / "table1.md").read_text(encoding="utf-8")
     assert "demo PSNR↑" in md and md_row(md, "ours") == ["–", "–"]
+
+
+def test_tolerance_option_changes_the_verdicts_in_the_csv_and_the_caption():
+    small_runs()
+    out = report("table1", "--spec", str(SMALL))
+    assert cell(out / "small.csv", "ours", "lol", "psnr")["verdict"] == "reproduced"      # +0.09 ≤ 0.3
+    out = report("table1", "--spec", str(SMALL), "--tolerance", "psnr=0.05", out=results_root() / "t2")
+    ours = cell(out / "small.csv", "ours", "lol", "psnr")
+    assert ours["verdict"] == "within noise" and "2σ of 3 seeds" in ours["verdict_reason"]   # 2σ = 0.2
+    assert "PSNR 0.05 dB" in (out / "small.compare.md").read_text(encoding="utf-8")

@@ -6,10 +6,12 @@ Modules:
 - :mod:`bench.report.collect` -- run directories → selection per cell → one tidy frame (the selection rule);
 - :mod:`bench.report.render`  -- CSV, Markdown and the measured-vs-published view;
 - :mod:`bench.report.latex`   -- the booktabs writer;
+- :mod:`bench.report.stats`   -- paired per-image statistics of every row against a reference row;
 - :mod:`bench.report.table3`  -- the user study (statistics in :mod:`bench.study_stats`).
 
 Outputs go to ``<results>/tables/`` (``--out`` to change): ``tableN.csv`` (tidy), ``tableN.md``, ``tableN.tex``,
-``tableN.sources.csv`` and ``tableN.compare.md``; for table3 ``table3.{csv,md,tex}``, ``table3.stats.md`` and
+``tableN.sources.csv``, ``tableN.compare.md`` and ``tableN.stats.{md,csv}`` (every row against a reference row,
+image by image: :mod:`bench.report.stats`); for table3 ``table3.{csv,md,tex}``, ``table3.stats.md`` and
 ``table3.stats.json``. Heavy imports happen inside :func:`cmd_report`, so registering the command is cheap.
 """
 
@@ -39,6 +41,11 @@ per seed, mean ± std over seeds. Missing cells print "–"; marked cells get a 
   † quick/smoke profile or --limit   ‡ substitute (protocol.faithful: false)
   § partial dataset                  ¶ fewer seeds than asked
 Metric versions are never mixed in one column: the report refuses and names the runs.
+tableN.compare.md gives every cell a verdict (bench/report/verdict.py): reproduced (|Δ| <= --tolerance,
+default 0.3 dB PSNR / 0.01 SSIM), within noise (inside 2σ of the cell's seeds), not reproduced, or not
+comparable (no published value, other test images than the paper's -- e.g. `lol`, whose 100 test pairs the
+paper never published -- or another protocol: † ‡ §). tableN.stats.{md,csv}: every row against
+--stats-reference (default ours) image by image: paired bootstrap CI, Wilcoxon, Holm-corrected p.
 Runs with the authors' released weights (--weights official:M) never enter table1/table2: table1-official
 lists them beside the figures published for those checkpoints, with contamination flags.
 Table 3 votes: CSV (UTF-8, with or without BOM; ',' ';' or tab delimited) with columns rater, rater_group,
@@ -86,6 +93,12 @@ def register(subparsers: Any, parents: Sequence[argparse.ArgumentParser] = ()) -
                    help="table3: count exact duplicate vote rows (refused otherwise); the count goes to stderr")
     p.add_argument("--out", type=Path, metavar="DIR", help="output folder (default: <results>/tables)")
     p.add_argument("--spec", type=Path, metavar="YAML", help="a table spec other than manifests/tables/TABLE.yaml")
+    p.add_argument("--tolerance", nargs="+", metavar="METRIC=VALUE",
+                   help="table1/table2: |Δ| up to which a cell counts as reproduced in tableN.compare.md "
+                        "(default psnr=0.3,ssim=0.01, or the spec's verdict.tolerance)")
+    p.add_argument("--stats-reference", metavar="KEY",
+                   help="table1/table2: the row every other row is tested against in tableN.stats.{md,csv} "
+                        "(default: ours, the full model)")
     p.set_defaults(fn=cmd_report)
     return p
 
@@ -94,6 +107,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from ..fsutil import check_writable
     from ..paths import results_root
     from .spec import load_spec
+    from .verdict import parse_tolerance
 
     out = check_writable(Path(args.out) if getattr(args, "out", None) else results_root() / "tables")
     quiet = bool(getattr(args, "quiet", False))
@@ -119,7 +133,9 @@ def cmd_report(args: argparse.Namespace) -> int:
         if getattr(args, "votes", None):
             print(f"bench: note: --votes is for table3; ignored for {spec.name}", file=sys.stderr)
         files, data = write_table(spec, out, _split_list(getattr(args, "datasets", None)),
-                                  getattr(args, "profile", None), _seeds(getattr(args, "seeds", None)))
+                                  getattr(args, "profile", None), _seeds(getattr(args, "seeds", None)),
+                                  getattr(args, "stats_reference", None),
+                                  parse_tolerance(getattr(args, "tolerance", None)))
         for note in data.notes:
             print(f"bench: note: {note}", file=sys.stderr)
         shown = files[1]
@@ -130,19 +146,26 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def write_table(spec, out: Path, datasets: list[str] | None = None, profile: str | None = None,
-                seeds: list[int] | None = None):
-    """Collect and write table1/table2 files; returns ([csv, md, tex, sources, compare], TableData)."""
+                seeds: list[int] | None = None, stats_reference: str | None = None,
+                tolerance: dict[str, float] | None = None):
+    """Collect and write table1/table2 files; returns ([csv, md, tex, sources, compare, stats.md, stats.csv],
+    TableData). ``stats_reference``: the row the paired statistics test every other row against (default ours)."""
     from ..fsutil import write_text
     from . import latex, render
     from .collect import collect
+    from .stats import check_reference, stats_tables
 
-    data = collect(spec, datasets, profile, seeds)
+    check_reference(spec, stats_reference)      # a mistyped row key fails before any work
+    data = collect(spec, datasets, profile, seeds, tolerance=tolerance)
+    stats_md, stats_csv = stats_tables(data, stats_reference)
     outputs = {
         f"{spec.name}.csv": render.tidy_csv(data),
         f"{spec.name}.md": render.markdown(data),
         f"{spec.name}.tex": latex.table_tex(data),
         f"{spec.name}.sources.csv": render.sources_csv(data),
         f"{spec.name}.compare.md": render.compare_markdown(data),
+        f"{spec.name}.stats.md": stats_md,       # paired per-image statistics against a reference row
+        f"{spec.name}.stats.csv": stats_csv,
     }
     for name, text in outputs.items():
         write_text(out / name, text)

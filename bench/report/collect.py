@@ -262,6 +262,7 @@ class TableData:
     protocol: dict[str, dict[str, list[str]]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     reference_cells: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    rule: Any = None  # the VerdictRule the frame's verdicts were decided by (bench/report/verdict.py)
 
 
 def _higher_is_better(metric: str, runs: list[RunRecord]) -> bool | None:
@@ -296,8 +297,13 @@ def _check_versions(cells: dict[tuple[str, str], list[tuple[str, RunRecord]]], s
 
 
 def collect(spec: TableSpec, datasets: list[str] | None = None, profile: str | None = None,
-            seeds: list[int] | None = None, records: list[RunRecord] | None = None) -> TableData:
+            seeds: list[int] | None = None, records: list[RunRecord] | None = None,
+            tolerance: dict[str, float] | None = None) -> TableData:
     import pandas as pd
+
+    from .verdict import VerdictRule
+
+    rule = VerdictRule.from_spec(spec.raw.get("verdict"), tolerance)
 
     datasets = list(datasets or spec.datasets)
     profile = profile or spec.profile
@@ -350,7 +356,7 @@ def collect(spec: TableSpec, datasets: list[str] | None = None, profile: str | N
                                                  "flags": ref_sel.flags, "row": spec.reference_row}
             for row in spec.rows:
                 rows_out.append(_cell(spec, row, ds, metric, selections[(row.key, ds)], ref_sel, hib[metric],
-                                      published))
+                                      published, rule))
     sources = [src for (key, ds), sel in selections.items() for src in _sources(spec, key, ds, sel)]
 
     frame = pd.DataFrame(rows_out)
@@ -368,11 +374,15 @@ def collect(spec: TableSpec, datasets: list[str] | None = None, profile: str | N
             kind="stable").reset_index(drop=True)
     protocol = _protocol(selections, datasets)
     return TableData(spec, frame, source_frame, datasets, list(spec.metrics), profile, seeds, protocol, notes,
-                     reference_cells)
+                     reference_cells, rule)
+
+
+WEIGHTS_LABELS = {"trained": "trained here", "user": "user file", "none": "no learned weights",
+                  "official": "official checkpoint"}
 
 
 def _cell(spec: TableSpec, row: Row, ds: str, metric: str, sel: Selection, ref_sel: Selection | None,
-          hib: bool | None, published: dict) -> dict[str, Any]:
+          hib: bool | None, published: dict, rule) -> dict[str, Any]:
     """One row of the tidy frame: a table row × dataset × metric."""
     runs = [r for r in sel.runs if metric in r.metrics]
     vals = [r.metrics[metric].mean for r in runs]
@@ -387,6 +397,12 @@ def _cell(spec: TableSpec, row: Row, ds: str, metric: str, sel: Selection, ref_s
     pub = published.get((row.key, paper_col, metric)) if paper_col else None
     versions = {r.metrics[metric].version for r in runs}
     n_images = sorted({r.metrics[metric].n for r in runs})
+    from .verdict import decide
+
+    verdict, why = decide(metric, mean, std, len(vals), pub[0] if pub else None, flags if runs else [],
+                          spec.comparable(ds), spec.paper_column(ds)[1], rule)
+    weights = sorted({WEIGHTS_LABELS.get(r.weights_source, r.weights_source)
+                      + ("" if r.weights_verified else " (unverified)") for r in runs})
     return {
         "table": spec.name, "group": row.group, "row": row.key, "label": row.label, "method": row.method,
         "variant": row.variant or "", "dataset": ds, "dataset_label": spec.dataset_label(ds), "metric": metric,
@@ -398,7 +414,8 @@ def _cell(spec: TableSpec, row: Row, ds: str, metric: str, sel: Selection, ref_s
         "flags": ";".join(flags if runs else []), **extra, "paper_column": paper_col or "",
         "published": pub[0] if pub else math.nan, "published_decimals": pub[1] if pub else math.nan,
         "delta_vs_paper": round(mean - pub[0], 9) + 0.0 if pub and not math.isnan(mean) else math.nan,
-        "rankable": row.rank,
+        "verdict": verdict, "verdict_reason": why, "comparable_images": spec.comparable(ds),
+        "weights": "; ".join(weights), "rankable": row.rank,
     }
 
 

@@ -169,6 +169,9 @@ def markdown(data: TableData) -> str:
                       ("right",) * len(cols)), ""]
     ref = reference_line(data)
     lines = footnotes(data) + ([ref] if ref else []) + [selection_line(data)] + protocol_lines(data)
+    lines += [f"{spec.dataset_label(ds)}: not the paper's test images ({spec.paper_column(ds)[1] or 'see the spec'})"
+              f"; compare with the published column at your own risk (verdicts in {spec.name}.compare.md)."
+              for ds in data.datasets if spec.paper_column(ds)[0] and not spec.comparable(ds)]
     parts += [f"- {t}" for t in lines]
     if data.notes:
         parts += ["", "Notes:", ""] + [f"- {n}" for n in data.notes]
@@ -181,35 +184,47 @@ def compare_markdown(data: TableData) -> str:
 
     spec, g = data.spec, grid(data)
     cols = columns(data)
-    headers = ["Method"]
+    headers = ["Method", "Weights"]
     for ds, m in cols:
         base = header_label(data, ds, m)
-        headers += [f"{base} ours", f"{base} paper", f"{base} Δ"]
+        headers += [f"{base} ours", f"{base} paper", f"{base} Δ", f"{base} verdict"]
     body = []
     for group in spec.groups:
-        body.append([f"*{group}*"] + [""] * (3 * len(cols)))
+        body.append([f"*{group}*", ""] + [""] * (4 * len(cols)))
         for row in (r for r in spec.rows if r.group == group):
-            line = [row.label]
+            weights = sorted({w for ds, m in cols for w in str(g[(row.key, ds, m)].get("weights") or "").split("; ")
+                              if w})
+            line = [row.label, "; ".join(weights) or MISSING]
             for ds, m in cols:
                 r = g[(row.key, ds, m)]
                 digits = spec.decimals_for(m)
                 text, marks = cell_text(r, data)
                 pub_digits = digits if isnan(r["published_decimals"]) else int(r["published_decimals"])
                 line += [text + marks, fmt(r["published"], pub_digits, spec.kind == "delta"),
-                         fmt(r["delta_vs_paper"], digits, True)]
+                         fmt(r["delta_vs_paper"], digits, True), r.get("verdict") or MISSING]
             body.append(line)
     mapping = []
     for ds in data.datasets:
         col, caveat = spec.paper_column(ds)
-        mapping.append(f"- {ds}: " + (f"compared with the paper's {col} column" + (f" ({caveat})" if caveat else "")
-                                      if col else "no published column to compare with"))
+        if not col:
+            mapping.append(f"- {ds}: no published column to compare with (verdicts: not comparable)")
+            continue
+        same = spec.comparable(ds)
+        mapping.append(f"- {ds}: compared with the paper's {col} column" + (f" ({caveat})" if caveat else "")
+                       + ("" if same else "; **not the paper's test images, so no cell here gets a "
+                          "reproduction verdict**"))
     what = "difference of differences" if spec.kind == "delta" else "measured − published"
     parts = [f"## {spec.title or spec.name} (measured vs published)", "",
              f"Published values from `{_rel(spec.reference)}`; Δ = {what}.", ""] + mapping + [
         "", tabulate(body, headers=headers, tablefmt="github", disable_numparse=True,
-                     colalign=("left",) + ("right",) * (3 * len(cols))), ""]
-    lines = footnotes(data, "not measured (no admissible run), or not published", highlight=False)
+                     colalign=("left", "left") + ("right", "right", "right", "left") * len(cols)), ""]
+    lines = [data.rule.caption(data.metrics, {"psnr": " dB", "psnr_y": " dB"})] if data.rule else []
+    lines += footnotes(data, "not measured (no admissible run), or not published", highlight=False)
+    lines.append("Weights: `trained here` by this harness's training command, `user file` given with --weights, "
+                 "`no learned weights` for classical methods; the authors' released checkpoints never enter "
+                 "this table (`bench report table1-official`).")
     lines.append(selection_line(data))
+    lines += protocol_lines(data)
     parts += [f"- {t}" for t in lines]
     return "\n".join(parts) + "\n"
 

@@ -72,6 +72,10 @@ class TableSpec:
         entry = self.paper_columns.get(dataset) or {}
         return entry.get("column"), entry.get("caveat")
 
+    def comparable(self, dataset: str) -> bool:
+        """Whether the dataset's test images are the paper's (``paper_columns.<ds>.comparable``, default true)."""
+        return (self.paper_columns.get(dataset) or {}).get("comparable", True) is not False
+
 
 def spec_path(table: str) -> Path:
     return manifests_root() / "tables" / f"{table}.yaml"
