@@ -14,7 +14,8 @@ network does not depend on its values, and no download is needed):
   check, crop, quantise) after warm-up: median and IQR over the timed passes, torch threads recorded; on
   CUDA synchronised, TF32 off for convolutions and matrix products (recorded), bf16 autocast optional;
 - **peak memory** of one pass above what the process held before it: CPU, the resident-set high-water
-  mark (``VmHWM``, reset through ``/proc/self/clear_refs`` just before the pass; it sees NumPy too);
+  mark (``VmHWM``, reset through ``/proc/self/clear_refs`` just before the pass, after ``malloc_trim`` has
+  returned the heap's free pages; it sees NumPy too);
   CUDA, ``max_memory_allocated`` minus the bytes allocated before.
 
 Run as ``python -m bench.cost_measure SETTINGS_JSON OUT_JSON``.
@@ -64,6 +65,19 @@ def _reset_hwm() -> bool:
         return False
 
 
+def _malloc_trim() -> bool:
+    """Hand the heap's free pages back to the system (glibc), so the pass after a warm-up must fault in what
+    it needs again and the high-water mark sees it; otherwise it reuses freed memory the RSS already counts."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return bool(libc.malloc_trim(0)) or True
+    except (OSError, AttributeError):
+        return False
+
+
 def peak_bytes(fn, device) -> tuple[int | None, str]:
     """Peak bytes one call of ``fn`` needed above what was held before it, and how that was measured."""
     import torch
@@ -75,12 +89,14 @@ def peak_bytes(fn, device) -> tuple[int | None, str]:
         fn()
         torch.cuda.synchronize(device)
         return torch.cuda.max_memory_allocated(device) - before, "cuda max_memory_allocated"
+    trimmed = _malloc_trim()
     rss = _status_kib("VmRSS")
     if rss is None or not _reset_hwm():
         return None, "unavailable (no /proc/self/clear_refs)"
     fn()
     hwm = _status_kib("VmHWM")
-    return (None if hwm is None else max(0, hwm - rss) * 1024), "RSS high-water mark above the RSS before"
+    how = "RSS high-water mark above the RSS before" + (", heap trimmed first" if trimmed else "")
+    return (None if hwm is None else max(0, hwm - rss) * 1024), how
 
 
 # --- MACs ------------------------------------------------------------------------------------------
