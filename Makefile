@@ -7,7 +7,7 @@ IQA    := $(VENV)/.stamp-iqa
 DEMO_METHOD ?= ours
 PYTEST_ARGS ?=
 
-.PHONY: setup setup-iqa demo test test-all bench bench-methods bench-dsn verify clean-results help gpu-check
+.PHONY: setup setup-iqa demo test test-all bench bench-methods bench-dsn verify clean-results help gpu-check gpu-bench
 
 help:
 	@echo "make demo      set up .venv and run the main job on the embedded demo set"
@@ -16,6 +16,8 @@ help:
 	@echo "make bench-methods  cost table of every method (params, MACs, latency, peak memory): results/tables/cost.*"
 	@echo "make bench-dsn DSN's speed, memory and tiling on this machine (CPU: ~35 min; SECTIONS=enhance,train,tiling)"
 	@echo "make verify    re-hash every prepared dataset"
+	@echo "make gpu-bench DSN paper-step speed (fp32/TF32/bf16, channels-last, compile), memory, bf16 accuracy on one GPU"
+	@echo "               (< 8 min on an H200; PY=python3 on a lent machine): results/perf/dsn_cuda_bench.*"
 
 $(CORE): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -67,6 +69,11 @@ GPU_TESTS := tests/test_gpu.py tests/test_baseline_kind.py tests/test_baseline_d
 gpu-check:
 	PYTHONPATH=. $(PY) -m pytest -q -m gpu $(GPU_TESTS)
 	PYTHONPATH=. $(PY) -m bench.cli perf dsn --device cuda
+
+# DSN's training speed options measured on one GPU (bench/perf_cuda.py); GPU_BENCH_ARGS=--cpu-smoke runs it on the CPU
+GPU_BENCH_ARGS ?=
+gpu-bench:
+	PYTHONPATH=. $(PY) -m bench.cli perf gpu-bench $(GPU_BENCH_ARGS)
 
 # --- paper tables and figures (bench reproduce / bench report / bench figure) ---
 PROFILE  ?= paper

@@ -341,10 +341,18 @@ def build_parser() -> argparse.ArgumentParser:
     perf.add_argument("--weights", help="dsn: a checkpoint of ours for the tiled-vs-whole gap (default: random)")
     perf.add_argument("--channels-last", choices=["auto", "on", "off"], default="auto",
                       help="dsn: channels-last weights in 'ours' (auto: on CPU only, as bench run)")
+    perf.add_argument("--paths", help="dsn: comma-separated subset of the enhancement paths (eager always; "
+                      "e.g. eager,ours,ours_heap)")
     perf.add_argument("--methods", help="methods: comma-separated subset of the registry (default all)")
     perf.add_argument("--threads", type=int, default=None, help="methods: torch threads (default: all CPUs, at most 16)")
     perf.add_argument("--amp", choices=["off", "bf16"], default=None, help="methods: autocast for the timed passes")
     perf.add_argument("--force", action="store_true", help="methods: re-measure methods that have a result")
+    perf.add_argument("--cpu-smoke", action="store_true", help="gpu-bench: toy sizes on the CPU (a smoke run, not GPU figures)")
+    perf.add_argument("--budget-s", type=float, default=None, help="gpu-bench: measuring budget in seconds (default 450)")
+    perf.add_argument("--accuracy-iters", type=int, default=None, help="gpu-bench: demo-set iterations per precision")
+    perf.add_argument("--long-steps", type=int, default=None, help="gpu-bench: steps of the long timed run (default 1000)")
+    perf.add_argument("--loss-rtol", type=float, default=None, help="gpu-bench: loss tolerance vs fp32 (default 1e-2)")
+    perf.add_argument("--psnr-tol", type=float, default=None, help="gpu-bench: bf16 demo |dPSNR| tolerance (default 0.1)")
     perf.set_defaults(fn=cmd_perf)
 
     from .report import register as register_report

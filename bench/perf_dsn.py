@@ -11,7 +11,14 @@ Sections (all on the same device, in one process):
    - ``in_place``: :meth:`bench.dsn.model.DSN.set_fast_inference` in NCHW (in-place PReLU, attention
      product and residual sums while autograd is off; bit-identical to eager);
    - ``ours``: the path ``bench run`` uses (``torch.inference_mode``, in place, cudnn.benchmark on CUDA,
-     channels_last with the PReLU fused into the convolutions on CPU; ``--channels-last on|off`` overrides).
+     channels_last with the PReLU fused into the convolutions on CPU; ``--channels-last on|off`` overrides),
+     under glibc's default allocator settings;
+   - ``ours_heap`` (CPU): ``ours`` plus the opt-in allocator setting ``--set allocator=reuse_heap``
+     (:func:`bench.dsn.allocator.reuse_heap`: big feature maps reused from the heap instead of mmap/munmap per
+     allocation). It is process-wide and sticky, so it runs in a spawned worker process, driven round-robin with
+     this process's paths (which keep glibc's defaults); the worker also times the convolution reference pair,
+     and the reference is the best throughput measured with either setting. Allocator state and RSS of both
+     processes are recorded. ``--paths`` measures a subset (``eager`` always).
    Reported: median and IQR, FLOP/s (FLOPs = 2 × MACs, MACs counted by ``macs_per_pixel``), the
    ratio to the measured convolution throughput, and each path's speed-up over ``eager``.
 3. **Training step** at batch 2 of crop² (both directions, sum-reduced L2, Adam, clip 10) and the
@@ -54,6 +61,7 @@ import torch.nn.functional as F
 from .amp import conv_tf32, set_conv_tf32
 from .fsutil import write_json, write_text
 from .paths import results_root
+from .dsn.allocator import allocator_state
 from .provenance import device_info
 
 # multiply-accumulates per pixel of one enhancement pass (dsn_reference.md §1.6)
@@ -94,12 +102,15 @@ def _timed_interleaved(fns: dict[str, Callable[[], Any]], device: torch.device, 
     hits all of them alike; each call is synchronised and timed on its own."""
     for fn in fns.values():
         for _ in range(warmup):
-            fn()
+            (fn.timed if isinstance(fn, _Remote) else fn)()
     _sync(device)
     names = list(fns)
     times: dict[str, list[float]] = {n: [] for n in names}
     for r in range(runs):
         for n in names[r % len(names):] + names[:r % len(names)]:
+            if isinstance(fns[n], _Remote):      # timed inside the worker, without the pipe
+                times[n].append(fns[n].timed())
+                continue
             _sync(device)
             t0 = time.perf_counter()
             fns[n]()
@@ -148,16 +159,123 @@ def _random_model(device: torch.device, n_blocks: int = 8, std: float | None = 0
 
 
 # ------------------------------------------------------------------------------------------------
+# the heap worker: variants under bench.dsn.allocator.reuse_heap, which is process-wide and sticky
+# ------------------------------------------------------------------------------------------------
+HEAP = "_heap"        # suffix of the variants measured in the worker (ours_heap, nchw_heap, channels_last_heap)
+
+
+def _rss_mib() -> dict[str, float]:
+    out: dict[str, float] = {}
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith(("VmRSS:", "VmHWM:")):
+                out[line.split(":")[0]] = int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return out
+
+
+def _heap_worker_main(conn, model_bytes: bytes, threads: int) -> None:
+    """The child: apply reuse_heap() first (as ``bench run``'s CPU setup does), then serve commands."""
+    import io
+
+    from .dsn.allocator import reuse_heap
+
+    state = reuse_heap()
+    torch.set_num_threads(threads)
+    model = torch.load(io.BytesIO(model_bytes), weights_only=False)
+    fns: dict[str, Callable[[], Any]] = {}
+    while True:
+        cmd, *args = conn.recv()
+        try:
+            if cmd == "quit":
+                conn.send((True, None))
+                return
+            if cmd == "state":
+                reply: Any = {"allocator": state, "rss_mib": _rss_mib()}
+            elif cmd == "conv":
+                fns.update({k + HEAP: v for k, v in _conv_fns(torch.device("cpu"), *args).items()})
+                reply = None
+            elif cmd == "enhance":
+                fns.update({k + HEAP: v for k, v in _enhance_fns(model, torch.device("cpu"), *args).items()})
+                reply = None
+            elif cmd == "time":
+                t0 = time.perf_counter()
+                fns[args[0]]()
+                reply = time.perf_counter() - t0
+            elif cmd == "output":
+                reply = fns[args[0]]()
+            elif cmd == "drop":
+                fns.clear()
+                reply = None
+            else:
+                raise ValueError(f"unknown command {cmd!r}")
+            conn.send((True, reply))
+        except Exception as e:  # noqa: BLE001 -- reported to the parent, which raises it
+            conn.send((False, f"{type(e).__name__}: {e}"))
+
+
+class HeapWorker:
+    """A spawned child process (fresh allocator state) that applies :func:`bench.dsn.allocator.reuse_heap`
+    and runs the ``ours`` path and the convolution reference there, driven round-robin with the parent's
+    own variants. The parent keeps glibc's defaults, so "without" and "with" are measured side by side."""
+
+    def __init__(self, model: torch.nn.Module):
+        import io
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("spawn")
+        self.conn, child = ctx.Pipe()
+        buf = io.BytesIO()
+        torch.save(model, buf)
+        self.proc = ctx.Process(target=_heap_worker_main, args=(child, buf.getvalue(), torch.get_num_threads()),
+                                daemon=True)
+        self.proc.start()
+        child.close()
+
+    def call(self, *msg: Any) -> Any:
+        self.conn.send(msg)
+        ok, value = self.conn.recv()
+        if not ok:
+            raise RuntimeError(f"heap worker: {value}")
+        return value
+
+    def remote(self, name: str) -> "_Remote":
+        return _Remote(self, name)
+
+    def close(self) -> None:
+        try:
+            self.call("quit")
+        except (OSError, EOFError):
+            pass
+        self.proc.join(timeout=30)
+        if self.proc.is_alive():
+            self.proc.terminate()
+            self.proc.join(timeout=10)
+
+
+class _Remote:
+    """A variant that lives in the heap worker: calling it returns its output, ``timed()`` its time there."""
+
+    def __init__(self, worker: HeapWorker, name: str):
+        self.worker, self.name = worker, name
+
+    def __call__(self) -> Any:
+        return self.worker.call("output", self.name)
+
+    def timed(self) -> float:
+        return self.worker.call("time", self.name)
+
+
+# ------------------------------------------------------------------------------------------------
 # 1. convolution throughput
 # ------------------------------------------------------------------------------------------------
-def measure_conv_peak(device: torch.device, h: int, w: int, warmup: int, runs: int) -> dict[str, Any]:
+def _conv_fns(device: torch.device, h: int, w: int) -> dict[str, Callable[[], Any]]:
     import copy
 
     torch.manual_seed(0)
     c1 = torch.nn.Conv2d(64, 128, 3, padding=1).to(device)
     c2 = torch.nn.Conv2d(128, 64, 3, padding=1).to(device)
-    macs = h * w * (64 * 128 * 9) * 2
-    out: dict[str, Any] = {"shapes": "3x3 64->128 then 128->64, stride 1, batch 1", "gmac": macs / 1e9}
     fns: dict[str, Callable[[], Any]] = {}
     for layout in ("nchw", "channels_last"):
         fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
@@ -169,10 +287,27 @@ def measure_conv_peak(device: torch.device, h: int, w: int, warmup: int, runs: i
                     b(a(x))
 
             fns[layout + ("_tf32" if tf32 else "")] = run
+    return fns
+
+
+def measure_conv_peak(device: torch.device, h: int, w: int, warmup: int, runs: int,
+                      worker: HeapWorker | None = None) -> dict[str, Any]:
+    """The reference pair in both layouts; with ``worker`` also under reuse_heap (``*_heap``), interleaved.
+    The reference (``tflops``) is the best fp32 throughput measured, whichever allocator gave it."""
+    macs = h * w * (64 * 128 * 9) * 2
+    out: dict[str, Any] = {"shapes": "3x3 64->128 then 128->64, stride 1, batch 1", "gmac": macs / 1e9}
+    fns: dict[str, Any] = _conv_fns(device, h, w)
+    if worker is not None:
+        worker.call("conv", h, w)
+        fns.update({k + HEAP: worker.remote(k + HEAP) for k in ("nchw", "channels_last")})
     for name, t in _timed_interleaved(fns, device, warmup, runs).items():
         out[name] = {**_stats(t), "tflops": 2 * macs / statistics.median(t) / 1e12}
-    out["tflops"] = max(out["nchw"]["tflops"], out["channels_last"]["tflops"])
-    out["best_layout"] = "nchw" if out["nchw"]["tflops"] >= out["channels_last"]["tflops"] else "channels_last"
+    if worker is not None:
+        worker.call("drop")
+    fp32 = [k for k in ("nchw", "channels_last", "nchw" + HEAP, "channels_last" + HEAP) if k in out]
+    best = max(fp32, key=lambda k: out[k]["tflops"])
+    out["tflops"], out["best_layout"] = out[best]["tflops"], best
+    out["tflops_default_allocator"] = max(out["nchw"]["tflops"], out["channels_last"]["tflops"])
     return out
 
 
@@ -194,17 +329,15 @@ def inference_paths(device: torch.device, channels_last: bool | None = None) -> 
     }
     if cuda:
         paths["benchmark"] = {"grad": "inference_mode", "fast": False, "benchmark": True, "channels_last": False}
+    else:   # bench run's CPU path: ours + bench.dsn.allocator.reuse_heap (measured in the heap worker)
+        paths["ours" + HEAP] = {**paths["ours"], "allocator": "reuse_heap"}
     return paths
 
 
-def measure_enhance(model: torch.nn.Module, device: torch.device, h: int, w: int, warmup: int, runs: int,
-                    macs_per_pixel: int, conv_tflops: float, channels_last: bool | None = None) -> dict[str, Any]:
+def _enhance_fns(model: torch.nn.Module, device: torch.device, x: torch.Tensor,
+                 paths: dict[str, dict[str, Any]]) -> dict[str, Callable[[], torch.Tensor]]:
     import copy
 
-    x = torch.rand(1, 3, h, w, device=device)
-    flops = 2 * macs_per_pixel * h * w
-    res: dict[str, Any] = {"size": f"{h}x{w}", "gflop": flops / 1e9}
-    paths = inference_paths(device, channels_last)
     models = {key: copy.deepcopy(model).set_fast_inference(key[0], channels_last=key[1])
               for key in {(p["fast"], p["channels_last"]) for p in paths.values()}}
     fns: dict[str, Callable[[], torch.Tensor]] = {}
@@ -218,17 +351,43 @@ def measure_enhance(model: torch.nn.Module, device: torch.device, h: int, w: int
                 return m.enhance(xi)
 
         fns[name] = run
+    return fns
+
+
+def measure_enhance(model: torch.nn.Module, device: torch.device, h: int, w: int, warmup: int, runs: int,
+                    macs_per_pixel: int, conv_tflops: float, channels_last: bool | None = None,
+                    worker: HeapWorker | None = None, only: list[str] | None = None) -> dict[str, Any]:
+    """The paths of :func:`inference_paths` (``only``: a subset; ``eager`` always), round-robin; the
+    ``*_heap`` ones run in ``worker`` (left out without one)."""
+    x = torch.rand(1, 3, h, w, device=device)
+    flops = 2 * macs_per_pixel * h * w
+    res: dict[str, Any] = {"size": f"{h}x{w}", "gflop": flops / 1e9}
+    paths = {k: p for k, p in inference_paths(device, channels_last).items()
+             if (only is None or k in only or k == "eager") and (worker is not None or not k.endswith(HEAP))}
+    local = {k: p for k, p in paths.items() if not k.endswith(HEAP)}
+    fns: dict[str, Any] = _enhance_fns(model, device, x, local)
+    if worker is not None:
+        remote = {k[:-len(HEAP)]: p for k, p in paths.items() if k.endswith(HEAP)}
+        worker.call("enhance", x, remote)
+        fns.update({k + HEAP: worker.remote(k + HEAP) for k in remote})
+    fns = {k: fns[k] for k in paths}
     times = _timed_interleaved(fns, device, warmup, runs)
-    ref = fns["eager"]().float()
+    outputs = {name: fns[name]() for name in paths}
+    ref = outputs["eager"].float()
     for name, p in paths.items():
         s = _stats(times[name])
         s["tflops"] = flops / s["median_s"] / 1e12
         s["of_conv_peak"] = s["tflops"] / conv_tflops if conv_tflops else float("nan")
-        s["max_abs_diff_vs_eager"] = float((fns[name]().float() - ref).abs().max())
+        s["max_abs_diff_vs_eager"] = float((outputs[name].float() - ref).abs().max())
+        if name.endswith(HEAP) and name[:-len(HEAP)] in outputs:   # the allocator never changes a bit
+            s["bit_identical_to_" + name[:-len(HEAP)]] = bool(torch.equal(outputs[name], outputs[name[:-len(HEAP)]]))
         s.update(p)
         res[name] = s
     for name in paths:
         res[name]["speedup_vs_eager"] = res["eager"]["median_s"] / res[name]["median_s"]
+    if worker is not None:
+        worker.call("drop")
+        res["allocator"] = {"parent": {**allocator_state(), "rss_mib": _rss_mib()}, "worker": worker.call("state")}
     if device.type == "cuda":
         def run_tf32() -> None:
             with torch.inference_mode():
@@ -437,13 +596,22 @@ def measure_all(device: torch.device, cfg: dict[str, Any], channels_last: bool |
 
     if "enhance" in sections:
         res["conv_peak"], res["enhance"] = {}, {}
-        for h, w in cfg["sizes"]:
-            progress(f"conv throughput at {h}x{w}")
-            res["conv_peak"][f"{h}x{w}"] = cp = measure_conv_peak(device, h, w, cfg["warmup"], cfg["runs"])
-            progress(f"enhancement paths at {h}x{w}")
-            res["enhance"][f"{h}x{w}"] = measure_enhance(model, device, h, w, cfg["warmup"], cfg["runs"], mpp,
-                                                         cp["tflops"], channels_last)
-        stamp("enhance", ("sizes", "warmup", "runs"))
+        only = cfg.get("paths")
+        # CPU: bench run's allocator setting (bench/dsn/allocator.py) is process-wide and sticky, so it is
+        # measured in a spawned worker, round-robin with this process's variants (glibc defaults here)
+        worker = HeapWorker(model) if device.type == "cpu" and (only is None or "ours" + HEAP in only) else None
+        try:
+            for h, w in cfg["sizes"]:
+                progress(f"conv throughput at {h}x{w}")
+                res["conv_peak"][f"{h}x{w}"] = cp = measure_conv_peak(device, h, w, cfg["warmup"], cfg["runs"],
+                                                                      worker)
+                progress(f"enhancement paths at {h}x{w}")
+                res["enhance"][f"{h}x{w}"] = measure_enhance(model, device, h, w, cfg["warmup"], cfg["runs"], mpp,
+                                                             cp["tflops"], channels_last, worker, only)
+        finally:
+            if worker is not None:
+                worker.close()
+        stamp("enhance", ("sizes", "warmup", "runs", "paths"))
     if "train" in sections:
         progress(f"training step at 2x{cfg['crop']}^2")
         res["train_step"] = measure_train(model, device, cfg["crop"], max(1, cfg["warmup"] // 2), cfg["steps"])
@@ -481,14 +649,19 @@ def _measured(res: dict[str, Any], name: str) -> str:
 
 def _enhance_lines(res: dict[str, Any]) -> list[str]:
     lines = ["## Convolution throughput (3x3 64->128 + 128->64, batch 1, fp32)", "", _measured(res, "enhance"), "",
-             "| size | NCHW TFLOP/s | channels_last TFLOP/s | reference |", "|---|---|---|---|"]
+             "| size | NCHW TFLOP/s | channels_last TFLOP/s | NCHW, reuse_heap | channels_last, reuse_heap | "
+             "reference |", "|---|---|---|---|---|---|"]
     for size, cp in res["conv_peak"].items():
+        heap = [f"{cp[k]['tflops']:.3g}" if k in cp else "" for k in ("nchw" + HEAP, "channels_last" + HEAP)]
         lines.append(f"| {size} | {cp['nchw']['tflops']:.3g} | {cp['channels_last']['tflops']:.3g} | "
-                     f"{cp['tflops']:.3g} ({cp['best_layout']}) |")
+                     f"{heap[0]} | {heap[1]} | {cp['tflops']:.3g} ({cp['best_layout']}) |")
+    if any("channels_last" + HEAP in cp for cp in res["conv_peak"].values()):
+        lines += ["", "reference = the best fp32 throughput measured, with either allocator setting (reuse_heap: "
+                  "bench/dsn/allocator.py, measured in a spawned worker process round-robin with this one)"]
     lines += ["", "## Enhancement: plain eager forward vs our inference path (fp32, batch 1)", "",
               "| size | path | median ms | IQR ms | TFLOP/s | of conv peak | speed-up vs eager | max abs diff |",
               "|---|---|---|---|---|---|---|---|"]
-    order = ("eager", "inference_mode", "benchmark", "channels_last", "in_place", "ours")
+    order = ("eager", "inference_mode", "benchmark", "channels_last", "in_place", "ours", "ours" + HEAP)
     for size, e in res["enhance"].items():
         for name in sorted((k for k in e if isinstance(e[k], dict) and "median_s" in e[k]
                             and k != "tf32_not_protocol"), key=lambda k: (order + (k,)).index(k)):
@@ -502,14 +675,30 @@ def _enhance_lines(res: dict[str, Any]) -> list[str]:
                          f"{t['tflops']:.3g} | | {t['speedup_vs_ours']:.2f}x vs ours | |")
     ours = {k: v["ours"] for k, v in res["enhance"].items()}
     p = next(iter(ours.values()))
+    ours.update({f"{k} ours_heap": v["ours" + HEAP] for k, v in res["enhance"].items() if "ours" + HEAP in v})
     lines += ["", "paths: eager = plain forward under no_grad; in_place = DSN.set_fast_inference in NCHW (in-place "
               "PReLU, attention product and residual sums; bit-identical); ours = what `bench run` uses: "
               f"{p['grad']}, in place {'on' if p.get('fast') else 'off'}, cudnn.benchmark "
               f"{'on' if p['benchmark'] else 'off'}, channels_last {'on' if p['channels_last'] else 'off'}"
               + (" with the PReLU fused into the convolutions (oneDNN post-op)" if p["channels_last"] and p.get("fast")
-                 and not res["device"].startswith("cuda") else ""), "",
+                 and not res["device"].startswith("cuda") else "")
+              + ("; ours_heap = ours with the opt-in allocator setting (bench/dsn/allocator.py: glibc mallopt "
+                 "M_MMAP_THRESHOLD 128 MiB, M_TRIM_THRESHOLD -1), in the worker process — what `bench run --set allocator=reuse_heap` "
+                 "does on CPU (opt-in); ours is the same path under glibc's defaults" if "ours" + HEAP in
+                 next(iter(res["enhance"].values())) else ""), "",
               "; ".join(f"{size}: {s['of_conv_peak'] * 100:.0f}% of the conv peak (target 90%), "
                         f"{s['speedup_vs_eager']:.2f}x eager" for size, s in ours.items())]
+    alloc = [(size, e["allocator"]) for size, e in res["enhance"].items() if "allocator" in e]
+    if alloc:
+        lines += ["", "allocator state and RSS after each size (parent: glibc defaults; worker: reuse_heap):", ""]
+        for size, a in alloc:
+            par, wk = a["parent"], a["worker"]
+            setting = wk["allocator"].get("mallopt") or wk["allocator"]
+            lines.append(f"- {size}: parent {next(iter(k for k in par if k != 'rss_mib'))}, RSS "
+                         f"{par['rss_mib'].get('VmRSS', float('nan')):.0f} MiB (high-water "
+                         f"{par['rss_mib'].get('VmHWM', float('nan')):.0f}); worker {setting}, RSS "
+                         f"{wk['rss_mib'].get('VmRSS', float('nan')):.0f} MiB (high-water "
+                         f"{wk['rss_mib'].get('VmHWM', float('nan')):.0f})")
     return lines
 
 
@@ -583,6 +772,13 @@ def run_perf_dsn(args) -> int:
     for key in ("tile", "overlap", "mem_blocks", "gap_scale", "crop", "runs", "steps", "warmup"):
         if getattr(args, key, None) is not None:
             cfg[key] = getattr(args, key)
+    cfg["paths"] = None
+    if getattr(args, "paths", None):
+        cfg["paths"] = [p.strip() for p in args.paths.split(",") if p.strip()]
+        known = inference_paths(device)
+        unknown = [p for p in cfg["paths"] if p not in known]
+        if unknown:
+            raise BenchError(f"unknown perf dsn path {', '.join(unknown)}; choose from {', '.join(known)}")
     sections = tuple(s.strip() for s in (getattr(args, "sections", None) or ",".join(SECTIONS)).split(",") if s.strip())
     bad = [s for s in sections if s not in SECTIONS]
     if bad or not sections:

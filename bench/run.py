@@ -85,9 +85,15 @@ def _train_pairs(m: Manifest, split: str) -> list[TrainPair]:
             for p in m.split(split)] if split in m.splits else []
 
 
+def identity_config(cls: type[Method], config: Any) -> dict[str, Any]:
+    """The config as identities see it: late options (``Method.late_options``) at their old value left out."""
+    late = getattr(cls, "late_options", {}) or {}
+    return {k: v for k, v in dataclasses.asdict(config).items() if not (k in late and v == late[k])}
+
+
 def train_identity(cls: type[Method], config: Any, m: Manifest, seed: int, profile: str) -> dict[str, Any]:
     """Everything that can change trained weights; its hash names the training run directory."""
-    options = {k: v for k, v in dataclasses.asdict(config).items() if k not in cls.test_time_options}
+    options = {k: v for k, v in identity_config(cls, config).items() if k not in cls.test_time_options}
     identity = {"method": cls.name, "version": cls.version, "config": options,
                 "dataset": m.name, "train_fingerprint": m.fingerprint("train"), "seed": seed, "profile": profile}
     extra = cls(config).training_identity()
@@ -103,7 +109,7 @@ def train_dir_for(cls: type[Method], config: Any, m: Manifest, seed: int, profil
 def run_identity(name: str, cls: type[Method], config: Any, weights_sha256: str | None, m: Manifest, split: str,
                  seed: int, profile: str, limit: int | None = None, ids: list[str] | None = None) -> dict[str, Any]:
     """Everything that can change an output; its hash is the run ID (``bench reproduce`` predicts it too)."""
-    return {"method": name, "method_version": cls.version, "config": dataclasses.asdict(config),
+    return {"method": name, "method_version": cls.version, "config": identity_config(cls, config),
             "weights_sha256": weights_sha256, "dataset": m.name, "dataset_version": m.version,
             "fingerprint": m.fingerprint(split), "split": split, "seed": seed, "profile": profile,
             "limit": limit, "ids": ids}

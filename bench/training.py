@@ -74,6 +74,7 @@ from .amp import Amp
 from .distributed import Dist, current, ddp_step
 from .errors import BenchError
 from .fsutil import canonical_hash, write_bytes, write_json, write_text
+from .train_speed import SPEED_DEFAULTS, TrainSpeed, check_speed_options
 
 __all__ = [
     "Batch",
@@ -383,7 +384,14 @@ class SeededSampler:
         self.epoch = 0
 
     def _to_tensor(self, arrays: list[np.ndarray]) -> torch.Tensor:
+        return self._upload(self._host(arrays))
+
+    @staticmethod
+    def _host(arrays: list[np.ndarray], pin: bool = False) -> torch.Tensor:
         t = torch.from_numpy(np.ascontiguousarray(np.stack(arrays)))  # N×h×w×3 uint8
+        return t.pin_memory() if pin else t
+
+    def _upload(self, t: torch.Tensor) -> torch.Tensor:
         t = t.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255.0)
         return t.contiguous()
 
@@ -458,17 +466,29 @@ class CropSampler(SeededSampler):
         return int(torch.randint(0, n, (1,), generator=self.generator))
 
     def next_batch(self) -> Batch:
-        c = self.crop
-        lows, highs, ids = [], [], []
+        return self.upload_batch(self.make_batch(self.plan_batch()))
+
+    def plan_batch(self) -> list[tuple[int, int, int, tuple[bool, ...]]]:
+        """The random draws of one batch, in order: (image, top, left, (hflip, vflip, transpose)) per crop."""
+        plan = []
         for _ in range(self.batch):
             i = self._next_index()
             h, w = self.lows[i].shape[:2]
-            top, left = self._randint(h - c + 1), self._randint(w - c + 1)
+            top, left = self._randint(h - self.crop + 1), self._randint(w - self.crop + 1)
+            flips = tuple((torch.rand(3, generator=self.generator) < 0.5).tolist()) if self.augment else ()
+            plan.append((i, top, left, flips))
+        return plan
+
+    def make_batch(self, plan: Sequence[tuple[int, int, int, tuple[bool, ...]]], pin: bool = False) -> Batch:
+        """The crops of a plan as host uint8 N×h×w×3 tensors (draws nothing: safe in a loader thread)."""
+        c = self.crop
+        lows, highs, ids = [], [], []
+        for i, top, left, flips in plan:
             crops = [self.lows[i][top:top + c, left:left + c]]
             if self.highs is not None:
                 crops.append(self.highs[i][top:top + c, left:left + c])
-            if self.augment:
-                hflip, vflip, rot = (torch.rand(3, generator=self.generator) < 0.5).tolist()
+            if flips:
+                hflip, vflip, rot = flips
                 # the BasicSR order: horizontal flip, vertical flip, then transpose
                 if hflip:
                     crops = [a[:, ::-1] for a in crops]
@@ -480,7 +500,11 @@ class CropSampler(SeededSampler):
             if self.highs is not None:
                 highs.append(crops[1])
             ids.append(self.ids[i])
-        return Batch(self._to_tensor(lows), self._to_tensor(highs) if self.highs is not None else None, ids)
+        return Batch(self._host(lows, pin), self._host(highs, pin) if self.highs is not None else None, ids)
+
+    def upload_batch(self, batch: Batch) -> Batch:
+        """A :meth:`make_batch` result as float N×3×h×w in [0,1] on the device."""
+        return Batch(self._upload(batch.low), self._upload(batch.high) if batch.high is not None else None, batch.ids)
 
 
 class WholeImageSampler(SeededSampler):
@@ -576,6 +600,12 @@ class TrainSettings:
     log_every: int = 1
     cudnn_benchmark: bool = True       # as the official code; affects only CUDA
     amp: str = "off"                   # off | bf16 | fp16 (bench/amp.py); part of identity(): no mixed resumes
+    # speed (bench/train_speed.py): same training, other kernels/threads; in identity() unless at the default
+    channels_last: bool = False        # parameters and batches channels-last
+    compile: str = "off"               # off | default | reduce-overhead | max-autotune (CUDA only)
+    optimizer_impl: str = "default"    # default | foreach | fused (torch.optim.Adam)
+    loader_workers: int = 0            # threads preparing crops ahead (bit-identical batches)
+    tf32: bool = False                 # TF32 convs/matmuls on CUDA (False = forced off, the fp32 protocol)
 
     def __post_init__(self) -> None:
         self.betas = tuple(float(b) for b in self.betas)  # type: ignore[assignment]
@@ -586,12 +616,16 @@ class TrainSettings:
             raise BenchError(f"unknown selection policy {self.select!r}; choose {' or '.join(SELECT_MODES)}")
         if self.keep_states < 1:
             raise BenchError("keep_states must be at least 1")
+        check_speed_options(self.compile, self.optimizer_impl, self.loader_workers)
 
     def identity(self) -> dict[str, Any]:
         """What must agree for a checkpoint to be resumed (the log/checkpoint cadence may change)."""
         d = asdict(self)
         for k in ("checkpoint_every", "keep_states", "keep_final_state", "log_every", "val_every"):
             d.pop(k)
+        for k, default in SPEED_DEFAULTS.items():   # off: the identity (and hash) runs had before these options
+            if d[k] == default:
+                d.pop(k)
         return d
 
 
@@ -647,9 +681,12 @@ class Trainer:
         self.lr_lambda, self.init_optimizer_state = lr_lambda, init_optimizer_state
         self.dist = dist or current()        # torchrun: the same global batch split over the processes
         self.amp = Amp(settings.amp, self.device)
-        self._step = ddp_step(model, step_fn, self.dist)  # one DDP forward per step (step_fn itself alone)
-        self.optimizer = torch.optim.Adam(self.params, lr=settings.lr, betas=settings.betas,
-                                          weight_decay=settings.weight_decay)
+        self.speed = TrainSpeed(settings, self.device)   # channels-last, compile, Adam impl, loader, TF32
+        self.speed.prepare_model(model)
+        self.sampler = self.speed.wrap_sampler(sampler)
+        self._step = self.speed.compile_step(ddp_step(model, step_fn, self.dist))  # one DDP forward per step
+        self.optimizer = self.speed.adam(self.params, lr=settings.lr, betas=settings.betas,
+                                         weight_decay=settings.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, list(settings.milestones),
                                                               gamma=settings.gamma)
         self.iteration = 0
@@ -767,17 +804,20 @@ class Trainer:
             write_json(self.out_dir / "train_settings.json",
                        {"settings": asdict(s), "sampler": getattr(self.sampler, "describe", dict)(), "seed": self.seed,
                         "device": str(self.device), "world_size": self.dist.world_size,
-                        "resumed_from": str(self.resumed_from) if self.resumed_from else None, "meta": self.meta})
+                        "resumed_from": str(self.resumed_from) if self.resumed_from else None, "meta": self.meta,
+                        "speed": self.speed.describe()})
         self.model.train()
         bar = tqdm(total=s.iterations, initial=self.iteration, desc=self.desc, unit="it",
                    disable=not self.progress or not self.dist.is_main(), dynamic_ncols=True)
         last_saved = self.iteration
+        self.speed.enter()
         try:
             while self.iteration < s.iterations:
                 t0 = time.perf_counter()
                 self._pre_step = {"rng": capture_rng(), "sampler": self.sampler.state_dict()}
                 self._phase = _Phase.COMPUTING
                 batch = self.dist.shard(self.sampler.next_batch())   # every rank draws the global batch
+                batch = self.speed.prepare_batch(batch)              # channels-last when asked
                 self.optimizer.zero_grad(set_to_none=True)
                 if self.lr_lambda is not None:
                     lr = s.lr * self.lr_lambda(self.iteration)
@@ -820,6 +860,7 @@ class Trainer:
             raise
         finally:
             bar.close()
+            self.speed.close()
         if self.iteration > last_saved:
             self.save_state()
         best = self.out_dir / "model_best.pt"

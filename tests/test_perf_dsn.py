@@ -20,6 +20,12 @@ def test_perf_dsn_runs_every_section_then_merges_a_partial_rerun(tmp_path, monke
     assert paths["in_place"]["max_abs_diff_vs_eager"] == 0.0          # the in-place path is bit-identical
     assert paths["ours"]["channels_last"] and paths["ours"]["fast"]     # bench run's CPU path
     assert 0 < paths["ours"]["max_abs_diff_vs_eager"] < 1e-4
+    # bench run's CPU allocator setting, measured in a spawned worker: same bits, state recorded
+    assert paths["ours_heap"]["bit_identical_to_ours"] and paths["ours_heap"]["allocator"] == "reuse_heap"
+    alloc = paths["allocator"]
+    assert "default" in alloc["parent"] and "VmRSS" in alloc["worker"]["rss_mib"]
+    assert "mallopt" in alloc["worker"]["allocator"] or "unavailable" in alloc["worker"]["allocator"]
+    assert "channels_last_heap" in res["conv_peak"]["9x13"]
     rows = res["tiling"]["sizes"]
     assert [r["size"] for r in rows] == ["14x18", "28x36"]
     # the same 12x12 tile at 4x the pixels: the tiled peak grows only by the output buffer
@@ -27,6 +33,7 @@ def test_perf_dsn_runs_every_section_then_merges_a_partial_rerun(tmp_path, monke
     assert rows[1]["whole_peak_mib"] > 2 * rows[1]["tiled_peak_mib"]
     md = (tmp_path / "perf" / "dsn_cpu.md").read_text()
     assert "| 9x13 | ours |" in md and "## Training step" in md and "| 28x36 |" in md
+    assert "| 9x13 | ours_heap |" in md and "allocator state and RSS" in md
 
     before = res["sections"]["enhance"]
     assert main(TINY[:4] + ["--sections", "tiling", "--mem-sizes", "14x18,20x24", "--tile", "12",
@@ -42,3 +49,14 @@ def test_perf_dsn_refuses_an_unknown_section(tmp_path, monkeypatch, capsys):
     assert main(["perf", "dsn", "--device", "cpu", "--sections", "enhance,speed"]) == 2
     assert "unknown perf dsn section speed" in capsys.readouterr().err
     assert not (tmp_path / "perf").exists()
+
+
+def test_perf_dsn_paths_subset(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("BENCH_RESULTS", str(tmp_path))
+    assert main(TINY[:4] + ["--sizes", "9x13", "--runs", "1", "--warmup", "0", "--sections", "enhance",
+                            "--paths", "ours,ours_heap"]) == 0
+    res = json.loads((tmp_path / "perf" / "dsn_cpu.json").read_text())
+    assert {k for k, v in res["enhance"]["9x13"].items() if isinstance(v, dict) and "median_s" in v} == {
+        "eager", "ours", "ours_heap"}
+    assert main(TINY[:4] + ["--sections", "enhance", "--paths", "ours,fastest"]) == 2
+    assert "unknown perf dsn path fastest" in capsys.readouterr().err

@@ -36,6 +36,7 @@ from ..methods.torch_method import TorchMethod
 from ..training import CropSampler, Trainer, TrainSettings, epoch_schedule, iterations_per_epoch
 from ..amp import AMP_MODES, inference as amp_inference
 from .losses import LOSSES, get_loss, quantize_ste
+from .memory import MEMORY_MODES
 
 log = logging.getLogger("bench.dsn")
 
@@ -130,6 +131,15 @@ class DSNConfig:
     amp: str = "off"                # training autocast: off | bf16 | fp16 (fp16 with a gradient scaler)
     amp_inference: str = "off"      # inference autocast (a test-time option: changing it never retrains)
     inference: str = "fast"         # fast (in place; channels-last on CPU) | plain (the straightforward forward)
+    allocator: str = "default"      # default | reuse_heap (CPU fast path: glibc mallopt, process-wide; bench/dsn/allocator.py)
+    # --- training memory (bench/dsn/memory.py): what backward keeps of the invertible blocks ---
+    memory: str = "full"            # full (plain autograd) | blocks (recompute each block) | reversible (inverses)
+    # --- training speed (bench/train_speed.py; all off = the paper's fp32 recipe) ---
+    channels_last_train: bool = False  # parameters and batches channels-last while training
+    compile: str = "off"            # off | default | reduce-overhead | max-autotune (torch.compile; CUDA only)
+    optimizer_impl: str = "default"  # default | foreach | fused (torch.optim.Adam)
+    loader_workers: int = 0         # threads cutting the crops ahead of the step (bit-identical batches)
+    tf32: bool = False              # TF32 convolutions/matmuls on CUDA while training (False = forced off)
 
     def validate(self) -> None:
         from .model import SUBNETS, make_subnet_constructor
@@ -157,11 +167,21 @@ class DSNConfig:
             raise unknown_name("small_images mode of ours", self.small_images, ["reflect", "clip"])
         if self.select not in ("last", "val_psnr"):
             raise unknown_name("select policy of ours", self.select, ["last", "val_psnr"])
+        if self.allocator not in ("default", "reuse_heap"):
+            raise unknown_name("allocator option of ours", self.allocator, ["default", "reuse_heap"])
         if self.inference not in ("fast", "plain"):
             raise unknown_name("inference path of ours", self.inference, ["fast", "plain"])
+        from ..train_speed import check_speed_options
+
+        check_speed_options(self.compile, self.optimizer_impl, self.loader_workers, who="ours")
         for name in ("amp", "amp_inference"):
             if getattr(self, name) not in AMP_MODES:
                 raise unknown_name(f"{name} mode of ours", getattr(self, name), list(AMP_MODES))
+        if self.memory not in MEMORY_MODES:
+            raise unknown_name("memory option of ours", self.memory, list(MEMORY_MODES))
+        if self.memory == "reversible" and self.amp != "off":
+            raise BenchError(f"ours: memory=reversible needs amp=off (inputs rebuilt from {self.amp} outputs lose "
+                             "their low bits); use memory=blocks with amp")
         check_range(m, "n_blocks", self.n_blocks, 1, 64, integer=True)
         check_range(m, "rounds", self.rounds, 1, 16, integer=True)
         try:
@@ -260,7 +280,10 @@ class DSNMethod(TorchMethod):
     uses_pairs = True
     tileable = True                 # fully convolutional; the global channel-attention means are gathered
                                     # image-wide by bench/tiling.py's extra pass
-    test_time_options = frozenset({"amp_inference", "inference"})
+    test_time_options = frozenset({"amp_inference", "inference", "allocator"})
+    # added after DSN runs existed; at these values training and outputs are what they were before
+    late_options = {"memory": "full", "channels_last_train": False, "compile": "off", "optimizer_impl": "default",
+                    "loader_workers": 0, "tf32": False, "allocator": "default"}
     Config = DSNConfig
     profiles = {
         # a few iterations of tiny crops: exercises every code path (n_blocks stays 8)
@@ -295,18 +318,27 @@ class DSNMethod(TorchMethod):
         c = self.config
         family, weights, _ = resolve_encoder(c.encoder)
         try:
-            return DSN(n_blocks=c.n_blocks, subnet=c.subnet, rounds=c.rounds,
-                       encoder="haar" if family == "haar" else "conv", encoder_weights=weights)
+            model = DSN(n_blocks=c.n_blocks, subnet=c.subnet, rounds=c.rounds,
+                        encoder="haar" if family == "haar" else "conv", encoder_weights=weights)
         except ValueError as e:
             raise BenchError(f"ours: {e}") from None
+        return model.set_memory(c.memory)   # only consulted while autograd is on (training)
 
     def validate_config(self) -> None:
         # not on construction or setup: validate() resolves the encoder files and relabels the variant,
         # which build_config has done (and a config built by hand keeps what it says)
         pass
 
+    allocator_record: dict[str, Any] | None = None   # what prepare_inference did to the C allocator
+
     def prepare_inference(self) -> None:
+        from .allocator import reuse_heap
+
         self.model.set_fast_inference(self.config.inference == "fast")
+        # CPU fast path: keep the big feature maps on the heap (bench/dsn/allocator.py; process-wide, once)
+        if self.config.allocator == "reuse_heap" and self.model.fast_inference and \
+                next(self.model.parameters()).device.type == "cpu":
+            self.allocator_record = reuse_heap()
 
     def check_checkpoint_meta(self, path: Path, meta: Mapping[str, Any]) -> None:
         have, want = meta.get("structure") or {}, self.structure()
@@ -396,8 +428,8 @@ class DSNMethod(TorchMethod):
             "structure": f"n_blocks={c.n_blocks}, subnet={c.subnet}, rounds={c.rounds}",
             "loss": c.loss, "backward_loss": bool(c.backward_loss), "lambda_h": c.lambda_h, "lambda_l": c.lambda_l,
             "schedule": self.schedule_description(),
-            "amp": c.amp, "amp_inference": c.amp_inference,
-            "inference_path": self.model.inference_path() if self.model is not None else None,
+            "amp": c.amp, "amp_inference": c.amp_inference, "memory": c.memory,
+            "inference_path": self._inference_path(),
             "encoder": family,
             "encoder_choice": c.encoder,
             "encoder_kind": info.get("kind"),
@@ -413,7 +445,35 @@ class DSNMethod(TorchMethod):
                                    f"encoder ({c.encoder_tensors.split(':')[0]}); the file's are used")
         return out
 
+    def _inference_path(self) -> dict[str, Any] | None:
+        from .allocator import allocator_state
+
+        if self.model is None:
+            return None
+        return {**self.model.inference_path(), "allocator": self.allocator_record or allocator_state()}
+
     # ---- training ---------------------------------------------------------------------------
+    def step_fn(self, model):
+        """``batch -> {"loss", "loss_forward"[, "loss_backward"]}`` of this config for ``model`` (the Trainer's
+        step; ``bench perf dsn-memory`` times the same one)."""
+        c = self.config
+        loss_fn = get_loss(c.loss)
+        lambda_h, lambda_l, two_way = float(c.lambda_h), float(c.lambda_l), bool(c.backward_loss)
+
+        def step(batch):
+            terms: dict[str, Any] = {"loss": None}
+            forward = loss_fn(model.enhance(batch.low), batch.high)       # ℓ_H: ||enhance(low) - high||²
+            terms["loss_forward"] = forward
+            total = lambda_h * forward
+            if two_way:                                                    # ℓ_L: ||degrade(Q(high)) - low||²
+                backward = loss_fn(model.degrade(quantize_ste(batch.high)), batch.low)
+                terms["loss_backward"] = backward
+                total = total + lambda_l * backward
+            terms["loss"] = total
+            return terms
+
+        return step
+
     def schedule(self, n_train: int) -> tuple[int, list[int]]:
         c = self.config
         if c.schedule == "paper":
@@ -433,22 +493,9 @@ class DSNMethod(TorchMethod):
         settings = TrainSettings(iterations=iterations, lr=c.lr, betas=tuple(c.betas), weight_decay=c.weight_decay,
                                  grad_clip=c.grad_clip, milestones=tuple(milestones), gamma=c.gamma,
                                  checkpoint_every=c.checkpoint_every, val_every=c.val_every, select=c.select,
-                                 amp=c.amp)
-        loss_fn = get_loss(c.loss)
-        lambda_h, lambda_l, two_way = float(c.lambda_h), float(c.lambda_l), bool(c.backward_loss)
-
-        def step(batch):
-            terms: dict[str, Any] = {"loss": None}
-            forward = loss_fn(model.enhance(batch.low), batch.high)       # ℓ_H: ||enhance(low) - high||²
-            terms["loss_forward"] = forward
-            total = lambda_h * forward
-            if two_way:                                                    # ℓ_L: ||degrade(Q(high)) - low||²
-                backward = loss_fn(model.degrade(quantize_ste(batch.high)), batch.low)
-                terms["loss_backward"] = backward
-                total = total + lambda_l * backward
-            terms["loss"] = total
-            return terms
-
+                                 amp=c.amp, channels_last=c.channels_last_train, compile=c.compile,
+                                 optimizer_impl=c.optimizer_impl, loader_workers=c.loader_workers, tf32=c.tf32)
+        step = self.step_fn(model)
         meta = {
             "method": self.name, "version": self.version, "structure": self.structure(), "variant": c.variant,
             "encoder_info": jsonable(model.encoder_info), "config": jsonable(dataclasses.asdict(c)), "seed": int(seed),

@@ -39,6 +39,7 @@ from bench.dsn.encoder import (
     haar_encoder,
     tensor_sha256,
 )
+from bench.dsn.memory import MEMORY_MODES, run_blocks
 
 __all__ = [
     "SUBNETS",
@@ -575,15 +576,30 @@ class DSN(nn.Module):
         return {"inplace": self.fast_inference, "channels_last": self.channels_last,
                 "fused_conv_prelu": self.fast_inference and self.channels_last}
 
+    # -- training memory (bench/dsn/memory.py) ----------------------------------------------
+    memory = "full"
+
+    def set_memory(self, mode: str) -> "DSN":
+        """What backward keeps of the blocks: "full" (plain autograd), "blocks" (recompute each block) or
+        "reversible" (rebuild each block's input with its inverse). Only while autograd is on."""
+        if mode not in MEMORY_MODES:
+            raise ValueError(f"unknown memory mode {mode!r}; choose one of {', '.join(MEMORY_MODES)}")
+        self.memory = mode
+        return self
+
     # -- passes ------------------------------------------------------------------------------
     def features_enhance(self, h: torch.Tensor) -> torch.Tensor:
         """IFT in the enhancement direction (blocks n..1 inverted), on 64-channel features."""
+        if self.memory != "full":
+            return run_blocks(list(reversed(self.blocks())), h, "enhance", self.memory)
         for blk in reversed(self.blocks()):
             h = blk.enhance(h)
         return h
 
     def features_degrade(self, h: torch.Tensor) -> torch.Tensor:
         """IFT in the degradation direction (blocks 1..n forward), on 64-channel features."""
+        if self.memory != "full":
+            return run_blocks(self.blocks(), h, "degrade", self.memory)
         for blk in self.blocks():
             h = blk.degrade(h)
         return h

@@ -62,6 +62,10 @@ class Method:
     # Config fields that only change inference (e.g. an output gamma): left out of the training identity,
     # so changing them re-runs the evaluation but never retrains.
     test_time_options: ClassVar[frozenset[str]] = frozenset()
+    # Options added after runs existed, with the value that reproduces the old behaviour: left out of the
+    # training and run identities while they hold it, so adding an option never renames (and so re-does)
+    # a finished training or run; any other value is part of both.
+    late_options: ClassVar[dict[str, Any]] = {}
     # True when enhance() must see the reference (an oracle such as KinD's ratio=gt): the harness then
     # passes ``reference=`` and marks the run's protocol ``uses_ground_truth_at_test``.
     needs_reference_at_test: bool = False
