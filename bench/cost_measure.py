@@ -24,7 +24,6 @@ Run as ``python -m bench.cost_measure SETTINGS_JSON OUT_JSON``.
 from __future__ import annotations
 
 import json
-import re
 import statistics
 import sys
 import time
@@ -48,36 +47,6 @@ def synthetic_low(h: int, w: int) -> np.ndarray:
 
 
 # --- memory ----------------------------------------------------------------------------------------
-def _status_kib(field: str) -> int | None:
-    try:
-        m = re.search(rf"^{field}:\s+(\d+) kB", Path("/proc/self/status").read_text(), re.M)
-    except OSError:
-        return None
-    return int(m.group(1)) if m else None
-
-
-def _reset_hwm() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def _malloc_trim() -> bool:
-    """Hand the heap's free pages back to the system (glibc), so the pass after a warm-up must fault in what
-    it needs again and the high-water mark sees it; otherwise it reuses freed memory the RSS already counts."""
-    import ctypes
-    import ctypes.util
-
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return bool(libc.malloc_trim(0)) or True
-    except (OSError, AttributeError):
-        return False
-
-
 def peak_bytes(fn, device) -> tuple[int | None, str]:
     """Peak bytes one call of ``fn`` needed above what was held before it, and how that was measured."""
     import torch
@@ -89,12 +58,14 @@ def peak_bytes(fn, device) -> tuple[int | None, str]:
         fn()
         torch.cuda.synchronize(device)
         return torch.cuda.max_memory_allocated(device) - before, "cuda max_memory_allocated"
-    trimmed = _malloc_trim()
-    rss = _status_kib("VmRSS")
-    if rss is None or not _reset_hwm():
+    from .memstat import malloc_trim, reset_peak, status_kib
+
+    trimmed = malloc_trim()
+    rss = status_kib("VmRSS")
+    if rss is None or not reset_peak():
         return None, "unavailable (no /proc/self/clear_refs)"
     fn()
-    hwm = _status_kib("VmHWM")
+    hwm = status_kib("VmHWM")
     how = "RSS high-water mark above the RSS before" + (", heap trimmed first" if trimmed else "")
     return (None if hwm is None else max(0, hwm - rss) * 1024), how
 

@@ -13,13 +13,12 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from .data.manifest import Manifest, Pair
 from .errors import BenchError
 from .fsutil import canonical_hash, sha256_file, write_json, write_text
-from .imageio import quantize, read_rgb, to_tensor, write_png
+from .imageio import pad_to_multiple, quantize, read_rgb, to_tensor, write_png
 from .methods.base import Method
 from .tiling import TilePolicy, enhance_with_policy
 
@@ -32,26 +31,17 @@ def image_seed(seed: int, pid: str) -> int:
     return int(canonical_hash([seed, pid])[:8], 16)
 
 
-def _pad(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, int, int]:
-    h, w = x.shape[-2:]
-    ph, pw = (-h) % multiple, (-w) % multiple
-    if ph or pw:
-        mode = "reflect" if ph < h and pw < w else "replicate"
-        x = F.pad(x, (0, pw, 0, ph), mode=mode)
-    return x, h, w
-
-
 def enhance_one(method: Method, low: np.ndarray, device: torch.device, reference: np.ndarray | None = None,
                 policy: TilePolicy | None = None, quantize_mode: str = "round") -> tuple[np.ndarray, float, dict[str, Any]]:
     """The harness side of the adapter contract: pad, call (under the memory policy, in inference mode),
     check, crop, quantise; time the call. Returns the image, the milliseconds and the policy's record."""
-    x, h, w = _pad(to_tensor(low).to(device), method.pad_multiple)
+    x, h, w = pad_to_multiple(to_tensor(low).to(device), method.pad_multiple)
     kwargs = {}
     if method.needs_reference_at_test:
         if reference is None:
             raise BenchError(f"{method.name} with these options needs the ground truth at test time; "
                              "the dataset split has no reference images")
-        kwargs["reference"] = _pad(to_tensor(reference).to(device), method.pad_multiple)[0]
+        kwargs["reference"] = pad_to_multiple(to_tensor(reference).to(device), method.pad_multiple)[0]
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     t0 = time.perf_counter()

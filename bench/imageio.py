@@ -172,3 +172,14 @@ def quantize(t: torch.Tensor, mode: str = "round") -> np.ndarray:
     scaled = t.detach().float().clamp(0, 1).mul(255.0)
     q = (scaled.round() if mode == "round" else scaled.floor()).to(torch.uint8)
     return q[0].permute(1, 2, 0).cpu().numpy()
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, int, int]:
+    """Pad an N×C×H×W tensor at the bottom and right to a multiple of ``multiple`` (mirror reflection; edge
+    replication where the image is too small to reflect). Returns the padded tensor and the original H and W."""
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % multiple, (-w) % multiple
+    if ph or pw:
+        mode = "reflect" if ph < h and pw < w else "replicate"
+        x = torch.nn.functional.pad(x, (0, pw, 0, ph), mode=mode)
+    return x, h, w

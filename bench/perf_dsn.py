@@ -165,14 +165,9 @@ HEAP = "_heap"        # suffix of the variants measured in the worker (ours_heap
 
 
 def _rss_mib() -> dict[str, float]:
-    out: dict[str, float] = {}
-    try:
-        for line in open("/proc/self/status"):
-            if line.startswith(("VmRSS:", "VmHWM:")):
-                out[line.split(":")[0]] = int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return out
+    from .memstat import status_kib
+
+    return {k: v / 1024 for k in ("VmRSS", "VmHWM") if (v := status_kib(k)) is not None}
 
 
 def _heap_worker_main(conn, model_bytes: bytes, threads: int) -> None:

@@ -28,6 +28,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from bench.imageio import pad_to_multiple as _pad
+
 __all__ = ["RDB", "DRBN_BU", "DRBNNet", "pad_to_multiple", "MULTIPLE", "init_like_torch041"]
 
 MULTIPLE = 4
@@ -129,14 +131,8 @@ class DRBNNet(nn.Module):
 
 
 def pad_to_multiple(x: torch.Tensor, multiple: int = MULTIPLE) -> tuple[torch.Tensor, int, int]:
-    """Pad bottom/right to a multiple (mirror reflection; edge replication where the image is too small to
-    reflect). Returns the padded tensor and the original height and width."""
-    h, w = x.shape[-2:]
-    ph, pw = (-h) % multiple, (-w) % multiple
-    if ph or pw:
-        mode = "reflect" if ph < h and pw < w else "replicate"
-        x = F.pad(x, (0, pw, 0, ph), mode=mode)
-    return x, h, w
+    """The harness's padding (:func:`bench.imageio.pad_to_multiple`) to DRBN's multiple of 4 by default."""
+    return _pad(x, multiple)
 
 
 @torch.no_grad()
