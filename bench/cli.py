@@ -425,6 +425,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     debug = bool(getattr(args, "debug", False))
+    if args.cmd != "perf":   # before torch allocates (bench/large_pages.py); perf starts its own workers
+        from .large_pages import enable_at_startup
+
+        enable_at_startup()
     try:
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `bench ... | head` ends quietly
     except (AttributeError, ValueError):

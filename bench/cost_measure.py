@@ -144,6 +144,10 @@ def measure_method(settings: dict[str, Any]) -> dict[str, Any]:
                            "params": int(method.trainable_parameters()), "setup_s": setup_s,
                            "weights": "random initial weights, default config", "precision": precision,
                            "threads": torch.get_num_threads(), "sizes": {}}
+    if device.type == "cpu":
+        from .large_pages import state as large_pages_state
+
+        out["large_pages"] = large_pages_state()
     modules = _modules(method)
     for h, w in [tuple(s) for s in settings["sizes"]]:
         low = synthetic_low(h, w)

@@ -14,15 +14,20 @@ def _measured(res: dict[str, Any], name: str) -> str:
 
 def _enhance_lines(res: dict[str, Any]) -> list[str]:
     lines = ["## Convolution throughput (3x3 64->128 + 128->64, batch 1, fp32)", "", _measured(res, "enhance"), "",
-             "| size | NCHW TFLOP/s | channels_last TFLOP/s | NCHW, reuse_heap | channels_last, reuse_heap | "
+             "| size | NCHW TFLOP/s | channels_last TFLOP/s | NCHW, bench run's process | "
+             "channels_last, bench run's process | "
              "reference |", "|---|---|---|---|---|---|"]
     for size, cp in res["conv_peak"].items():
         heap = [f"{cp[k]['tflops']:.3g}" if k in cp else "" for k in ("nchw" + HEAP, "channels_last" + HEAP)]
         lines.append(f"| {size} | {cp['nchw']['tflops']:.3g} | {cp['channels_last']['tflops']:.3g} | "
                      f"{heap[0]} | {heap[1]} | {cp['tflops']:.3g} ({cp['best_layout']}) |")
     if any("channels_last" + HEAP in cp for cp in res["conv_peak"].values()):
-        lines += ["", "reference = the best fp32 throughput measured, with either allocator setting (reuse_heap: "
-                  "bench/dsn/allocator.py, measured in a spawned worker process round-robin with this one)"]
+        n = max(cp.get("measurements", 1) for cp in res["conv_peak"].values())
+        lines += ["", "reference = the best fp32 throughput measured in either process (this one: PyTorch's and "
+                  "glibc's defaults; bench run's process: a spawned worker with huge pages, bench/large_pages.py, "
+                  "and heap reuse, bench/dsn/allocator.py), round-robin"
+                  + (", timed before and after the enhancement passes at each size (each variant's faster median)"
+                     if n > 1 else "")]
     lines += ["", "## Enhancement: plain eager forward vs our inference path (fp32, batch 1)", "",
               "| size | path | median ms | IQR ms | TFLOP/s | of conv peak | speed-up vs eager | max abs diff |",
               "|---|---|---|---|---|---|---|---|"]
@@ -47,18 +52,24 @@ def _enhance_lines(res: dict[str, Any]) -> list[str]:
               f"{'on' if p['benchmark'] else 'off'}, channels_last {'on' if p['channels_last'] else 'off'}"
               + (" with the PReLU fused into the convolutions (oneDNN post-op)" if p["channels_last"] and p.get("fast")
                  and not res["device"].startswith("cuda") else "")
-              + ("; ours_heap = ours with the opt-in allocator setting (bench/dsn/allocator.py: glibc mallopt "
-                 "M_MMAP_THRESHOLD 128 MiB, M_TRIM_THRESHOLD -1), in the worker process — what `bench run --set allocator=reuse_heap` "
-                 "does on CPU (opt-in); ours is the same path under glibc's defaults" if "ours" + HEAP in
-                 next(iter(res["enhance"].values())) else ""), "",
+              + ("; ours_heap = ours in a process set up as `bench run` sets up its own (the worker: huge pages "
+                 "for tensors of 2 MiB or more, THP_MEM_ALLOC_ENABLE=1, bench/large_pages.py; glibc mallopt "
+                 "M_MMAP_THRESHOLD 128 MiB, M_TRIM_THRESHOLD -1, bench/dsn/allocator.py) — what `bench run` does "
+                 "on CPU; ours is the same path in a plain PyTorch process (glibc's and PyTorch's defaults)"
+                 if "ours" + HEAP in next(iter(res["enhance"].values())) else ""), "",
               "; ".join(f"{size}: {s['of_conv_peak'] * 100:.0f}% of the conv peak (target 90%), "
                         f"{s['speedup_vs_eager']:.2f}x eager" for size, s in ours.items())]
     alloc = [(size, e["allocator"]) for size, e in res["enhance"].items() if "allocator" in e]
     if alloc:
-        lines += ["", "allocator state and RSS after each size (parent: glibc defaults; worker: reuse_heap):", ""]
+        lines += ["", "allocator state and RSS after each size (parent: defaults; worker: bench run's settings):", ""]
         for size, a in alloc:
             par, wk = a["parent"], a["worker"]
             setting = wk["allocator"].get("mallopt") or wk["allocator"]
+            if "large_pages" in wk:
+                lp = wk["large_pages"]
+                setting = (f"{setting}, {lp['variable']}={lp['value']} (torch's huge-page path "
+                           f"{'on' if lp.get('torch_huge_page_path') else 'off'}, "
+                           f"{lp.get('anon_huge_pages_mib', float('nan')):.0f} MiB in huge pages)")
             lines.append(f"- {size}: parent {next(iter(k for k in par if k != 'rss_mib'))}, RSS "
                          f"{par['rss_mib'].get('VmRSS', float('nan')):.0f} MiB (high-water "
                          f"{par['rss_mib'].get('VmHWM', float('nan')):.0f}); worker {setting}, RSS "

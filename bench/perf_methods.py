@@ -22,6 +22,7 @@ from typing import Any
 
 from .errors import BenchError
 from .fsutil import canonical_hash, write_json, write_text
+from .large_pages import child_environment
 from .paths import results_root
 
 
@@ -64,7 +65,8 @@ def _measure_child(settings: dict[str, Any], log_dir: Path) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         s_path, o_path = Path(tmp) / "settings.json", Path(tmp) / "out.json"
         s_path.write_text(json.dumps(settings), encoding="utf-8")
-        env = {**os.environ, "OMP_NUM_THREADS": str(settings["threads"])}
+        # the child allocates as a `bench run` process does (huge pages asked for before torch starts)
+        env = {**child_environment(), "OMP_NUM_THREADS": str(settings["threads"])}
         proc = subprocess.run([sys.executable, "-m", "bench.cost_measure", str(s_path), str(o_path)],
                               capture_output=True, text=True, env=env)
         if proc.returncode != 0 or not o_path.exists():

@@ -10,6 +10,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from . import __version__
+from .large_pages import state as large_pages_state
 from .paths import REPO_ROOT
 
 if TYPE_CHECKING:  # torch is imported where a device is described, so `bench --help` stays fast
@@ -65,4 +66,5 @@ def environment(device: "torch.device") -> dict[str, Any]:
         "packages": package_versions(),
         "command": sys.argv,
         **device_info(device),
+        **({"large_pages": large_pages_state()} if device.type == "cpu" else {}),
     }

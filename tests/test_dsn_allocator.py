@@ -1,4 +1,5 @@
-"""bench/dsn/allocator.py: glibc mallopt heap reuse for DSN's CPU inference (never asserts timings)."""
+"""bench/dsn/allocator.py: glibc mallopt heap reuse for DSN's CPU inference, with bench/large_pages.py's huge
+pages (never asserts timings)."""
 
 import subprocess
 import sys
@@ -60,12 +61,21 @@ def test_the_real_feature_detection_answers():
 
 
 def test_setup_applies_it_on_the_cpu_fast_path_and_records_it(monkeypatch, fake_glibc):
-    off = DSNMethod(_cfg(n_blocks=1))                                     # opt-in (allocator=reuse_heap)
+    from bench import large_pages
+
+    off = DSNMethod(_cfg(n_blocks=1, allocator="glibc"))                  # glibc's own settings, asked for
     assert off.setup(torch.device("cpu"))["inference_path"]["allocator"]["default"] and fake_glibc == []
-    fast = DSNMethod(_cfg(n_blocks=1, allocator="reuse_heap"))
+    # the default applies it only where torch allocates the maps on huge pages (else the heap fragments)
+    monkeypatch.setattr(large_pages, "active", lambda: False)
+    rec = DSNMethod(_cfg(n_blocks=1)).setup(torch.device("cpu"))["inference_path"]["allocator"]
+    assert "huge-page path is off" in rec["default"] and fake_glibc == []
+    monkeypatch.setattr(large_pages, "active", lambda: True)
+    fast = DSNMethod(_cfg(n_blocks=1))
     path = fast.setup(torch.device("cpu"))["inference_path"]
     assert path["allocator"]["mallopt"] == {"M_MMAP_THRESHOLD": 134217728, "M_TRIM_THRESHOLD": -1}
-    assert path["inplace"] and path["channels_last"]
+    assert path["inplace"] and path["channels_last"] and len(fake_glibc) == 2
+    assert DSNMethod(_cfg(n_blocks=1, allocator="reuse_heap")).setup(torch.device("cpu"))[
+        "inference_path"]["allocator"] == path["allocator"] and len(fake_glibc) == 2   # once per process
     # the plain path does not apply it (it reports the process's state, which the fast setup changed)
     calls = len(fake_glibc)
     plain = DSNMethod(_cfg(n_blocks=1, inference="plain", allocator="reuse_heap"))
@@ -74,6 +84,9 @@ def test_setup_applies_it_on_the_cpu_fast_path_and_records_it(monkeypatch, fake_
 
 
 def test_plain_setup_and_training_never_apply_it(monkeypatch, fake_glibc):
+    from bench import large_pages
+
+    monkeypatch.setattr(large_pages, "active", lambda: True)
     plain = DSNMethod(_cfg(n_blocks=1, inference="plain", allocator="reuse_heap"))
     rec = plain.setup(torch.device("cpu"))["inference_path"]["allocator"]
     assert rec == {"default": "glibc defaults (reuse_heap not applied)"} and fake_glibc == []
@@ -94,14 +107,14 @@ def test_unavailable_is_recorded_in_the_provenance(monkeypatch, fake_glibc):
 
 
 _CHILD = textwrap.dedent("""
-    import sys, torch
-    from bench.dsn import allocator
+    import sys
+    from bench import large_pages
+    large_pages.enable_at_startup()               # as bench's entry point does, before torch is imported
+    import torch
     from bench.dsn.adapter import DSNMethod
     from bench.methods.base import build_config
     torch.set_num_threads(1)
-    if sys.argv[1] == "default":      # keep glibc's defaults: prepare_inference's call becomes a no-op
-        allocator._state = {"skipped": "test: defaults"}
-    m = DSNMethod(build_config(DSNMethod, "smoke", {"n_blocks": "2", "allocator": "reuse_heap"}, "demo"))
+    m = DSNMethod(build_config(DSNMethod, "smoke", {"n_blocks": "2", "allocator": sys.argv[1]}, "demo"))
     torch.manual_seed(0)                          # setup builds (initialises) the network
     prov = m.setup(torch.device("cpu"))
     g = torch.Generator().manual_seed(5)
@@ -109,23 +122,40 @@ _CHILD = textwrap.dedent("""
         for p in m.model.parameters():
             if p.requires_grad:
                 p.add_(torch.randn(p.shape, generator=g) * 0.05)
-    x = torch.rand(1, 3, 72, 96, generator=g)    # 64-channel maps of 1.7 MiB: mmapped by default, heap here
-    ys = [m.enhance(x) for _ in range(3)]        # later passes reuse freed (non-zeroed) heap memory
-    torch.save({"y": ys, "allocator": prov["inference_path"]["allocator"]}, sys.argv[2])
+    x = torch.rand(1, 3, 96, 128, generator=g)   # 64-channel maps of 3 MiB: mmapped by default, heap here,
+    ys = [m.enhance(x) for _ in range(3)]        # and >= 2 MiB, so on torch's huge-page path with it on;
+                                                 # later passes reuse freed (non-zeroed) heap memory
+    torch.save({"y": ys, "allocator": prov["inference_path"]["allocator"], "pages": large_pages.state()},
+               sys.argv[2])
 """)
 
 
 @pytest.mark.skipif(allocator.mallopt_function()[0] is None, reason="needs glibc")
-def test_outputs_are_bit_identical_with_the_heap_reuse_on(tmp_path):
+def test_outputs_are_bit_identical_with_bench_runs_memory_settings(tmp_path):
+    import os
+
+    from bench import large_pages
+
     out = {}
-    for mode in ("default", "reuse"):
-        subprocess.run([sys.executable, "-c", _CHILD, mode, str(tmp_path / f"{mode}.pt")], check=True, timeout=300)
+    for mode, pages in (("glibc", "0"), ("default", None)):      # plain process vs what `bench run` sets up
+        env = {k: v for k, v in os.environ.items() if k != large_pages.ENV}
+        if pages is not None:
+            env[large_pages.ENV] = pages
+        subprocess.run([sys.executable, "-c", _CHILD, mode, str(tmp_path / f"{mode}.pt")], check=True,
+                       timeout=300, env=env)
         out[mode] = torch.load(tmp_path / f"{mode}.pt")
-    assert out["default"]["allocator"] == {"skipped": "test: defaults"}
-    assert out["reuse"]["allocator"]["mallopt"]["M_MMAP_THRESHOLD"] == 128 * 2**20
-    for a, b in zip(out["default"]["y"], out["reuse"]["y"]):
+    assert out["glibc"]["allocator"] == {"default": "glibc defaults (reuse_heap not applied)"}
+    assert out["glibc"]["pages"]["torch_huge_page_path"] is False
+    huge = large_pages.system_mode() in ("always", "madvise")
+    assert out["default"]["pages"]["torch_huge_page_path"] is huge
+    if huge:                                  # bench run's setting: huge pages, then the heap reuse
+        assert out["default"]["allocator"]["mallopt"]["M_MMAP_THRESHOLD"] == 128 * 2**20
+    else:                                     # no huge pages: the heap reuse is not applied by default
+        assert "huge-page path is off" in out["default"]["allocator"]["default"]
+    assert out["default"]["pages"]["set_by"] == ("bench" if huge else None)
+    for a, b in zip(out["glibc"]["y"], out["default"]["y"]):
         assert torch.equal(a, b)
-    assert torch.equal(out["reuse"]["y"][0], out["reuse"]["y"][2])
+    assert torch.equal(out["default"]["y"][0], out["default"]["y"][2])
 
 
 def test_the_option_is_checked_and_a_test_time_option():

@@ -26,6 +26,13 @@ def test_perf_dsn_runs_every_section_then_merges_a_partial_rerun(tmp_path, monke
     assert "default" in alloc["parent"] and "VmRSS" in alloc["worker"]["rss_mib"]
     assert "mallopt" in alloc["worker"]["allocator"] or "unavailable" in alloc["worker"]["allocator"]
     assert "channels_last_heap" in res["conv_peak"]["9x13"]
+    assert res["conv_peak"]["9x13"]["measurements"] == 2                # before and after the passes
+    # the worker is set up like a `bench run` process: huge pages asked for before its torch started
+    from bench.large_pages import system_mode
+
+    lp = alloc["worker"]["large_pages"]
+    assert lp["variable"] == "THP_MEM_ALLOC_ENABLE"
+    assert lp["torch_huge_page_path"] is (system_mode() in ("always", "madvise"))
     rows = res["tiling"]["sizes"]
     assert [r["size"] for r in rows] == ["14x18", "28x36"]
     # the same 12x12 tile at 4x the pixels: the tiled peak grows only by the output buffer
@@ -60,3 +67,20 @@ def test_perf_dsn_paths_subset(tmp_path, monkeypatch, capsys):
         "eager", "ours", "ours_heap"}
     assert main(TINY[:4] + ["--sections", "enhance", "--paths", "ours,fastest"]) == 2
     assert "unknown perf dsn path fastest" in capsys.readouterr().err
+
+
+def test_the_reference_keeps_each_variants_faster_measurement():
+    from bench.perf_dsn import best_of
+
+    def m(**tf):
+        out = {k: {"median_s": 1 / v, "tflops": v} for k, v in tf.items()}
+        best = max(tf, key=tf.get)
+        return {**out, "tflops": tf[best], "best_layout": best, "gmac": 1.0}
+
+    a = m(nchw=0.2, channels_last=0.30, channels_last_heap=0.31)
+    b = m(nchw=0.25, channels_last=0.28, channels_last_heap=0.33)
+    r = best_of(a, b)
+    assert (r["nchw"]["tflops"], r["channels_last"]["tflops"], r["channels_last_heap"]["tflops"]) == (0.25, 0.30, 0.33)
+    assert r["tflops"] == 0.33 and r["best_layout"] == "channels_last_heap" and r["measurements"] == 2
+    assert r["tflops_default_allocator"] == 0.30
+    assert best_of(b, a)["tflops"] == 0.33

@@ -37,6 +37,7 @@ from ..training import CropSampler, Trainer, TrainSettings, epoch_schedule, iter
 from ..amp import AMP_MODES, inference as amp_inference
 from .losses import LOSSES, get_loss, quantize_ste
 from .memory import MEMORY_MODES
+from .allocator import ALLOCATOR_CHOICES
 
 log = logging.getLogger("bench.dsn")
 
@@ -131,7 +132,9 @@ class DSNConfig:
     amp: str = "off"                # training autocast: off | bf16 | fp16 (fp16 with a gradient scaler)
     amp_inference: str = "off"      # inference autocast (a test-time option: changing it never retrains)
     inference: str = "fast"         # fast (in place; channels-last on CPU) | plain (the straightforward forward)
-    allocator: str = "default"      # default | reuse_heap (CPU fast path: glibc mallopt, process-wide; bench/dsn/allocator.py)
+    allocator: str = "default"      # default (= reuse_heap on the CPU fast path where torch uses huge pages) |
+                                    # reuse_heap | glibc (glibc's own settings); process-wide, bit-identical:
+                                    # bench/dsn/allocator.py, bench/large_pages.py
     # --- training memory (bench/dsn/memory.py): what backward keeps of the invertible blocks ---
     memory: str = "full"            # full (plain autograd) | blocks (recompute each block) | reversible (inverses)
     # --- training speed (bench/train_speed.py; all off = the paper's fp32 recipe) ---
@@ -167,8 +170,8 @@ class DSNConfig:
             raise unknown_name("small_images mode of ours", self.small_images, ["reflect", "clip"])
         if self.select not in ("last", "val_psnr"):
             raise unknown_name("select policy of ours", self.select, ["last", "val_psnr"])
-        if self.allocator not in ("default", "reuse_heap"):
-            raise unknown_name("allocator option of ours", self.allocator, ["default", "reuse_heap"])
+        if self.allocator not in ALLOCATOR_CHOICES:
+            raise unknown_name("allocator option of ours", self.allocator, list(ALLOCATOR_CHOICES))
         if self.inference not in ("fast", "plain"):
             raise unknown_name("inference path of ours", self.inference, ["fast", "plain"])
         from ..train_speed import check_speed_options
@@ -332,13 +335,20 @@ class DSNMethod(TorchMethod):
     allocator_record: dict[str, Any] | None = None   # what prepare_inference did to the C allocator
 
     def prepare_inference(self) -> None:
-        from .allocator import reuse_heap
+        from .. import large_pages
+        from .allocator import allocator_state, reuse_heap
 
         self.model.set_fast_inference(self.config.inference == "fast")
-        # CPU fast path: keep the big feature maps on the heap (bench/dsn/allocator.py; process-wide, once)
-        if self.config.allocator == "reuse_heap" and self.model.fast_inference and \
-                next(self.model.parameters()).device.type == "cpu":
-            self.allocator_record = reuse_heap()
+        # CPU fast path: keep the big feature maps on the heap (bench/dsn/allocator.py; process-wide, once),
+        # by default only where torch allocates them on huge pages: without them the never-trimmed heap
+        # fragments (RSS grew to 9-17 GB, NOTES.md); allocator=reuse_heap asks for it anyway, =glibc never
+        mode = self.config.allocator
+        if mode != "glibc" and self.model.fast_inference and next(self.model.parameters()).device.type == "cpu":
+            if mode == "reuse_heap" or large_pages.active():
+                self.allocator_record = reuse_heap()
+            elif "default" in allocator_state():      # (another setup may have applied it in this process)
+                self.allocator_record = {"default": "glibc defaults (reuse_heap not applied: torch's huge-page "
+                                                    "path is off in this process, bench/large_pages.py)"}
 
     def check_checkpoint_meta(self, path: Path, meta: Mapping[str, Any]) -> None:
         have, want = meta.get("structure") or {}, self.structure()

@@ -9,16 +9,19 @@ trimming off, so freed maps stay mapped in the heap and are reused by the next a
 
 It is process-wide and sticky (glibc offers no way back to its dynamic threshold), so it is applied once,
 by :meth:`bench.dsn.adapter.DSNMethod.prepare_inference` when DSN inference is set up on the CPU with the
-fast path **and** ``--set allocator=reuse_heap`` (opt-in; never for ``inference=plain``, never by training
-setup). Numerics are untouched: it only changes where malloc finds memory (bit-identical, tested).
+fast path: by default when torch allocates big tensors on huge pages in this process (what ``bench``'s
+entry point arranges, :mod:`bench.large_pages`), always with ``--set allocator=reuse_heap``, never with
+``--set allocator=glibc``, for ``inference=plain`` or by training setup. Numerics are untouched: it only changes where malloc finds
+memory (bit-identical, tested).
 
-Measured (``bench perf dsn``, results/perf/dsn_cpu.md): ``ours`` 1.26x / 1.36x faster at 400×600 / 600×400,
-89 % / 79 % of the conv peak, not the 90 % target. Why it is opt-in: the heap is never given back to the OS
-and glibc fragments it badly with DSN's mix of map-sized and small allocations -- the worker process held
-8.9 GB RSS after the 400×600 passes (glibc defaults: ≈1.0-1.7 GB) and 16.8 GB after the 600×400 ones that
-followed, i.e. it kept growing. Maps above the threshold (images above ≈262k pixels) are mmapped as before.
-Environment settings of the user (``MALLOC_*_`` variables, ``GLIBC_TUNABLES`` with ``glibc.malloc``) win:
-then nothing is changed and the reason is recorded.
+It works together with the huge pages that ``bench``'s entry point asks PyTorch for
+(:mod:`bench.large_pages`). Alone it made ``ours`` 1.26x / 1.36x faster at 400×600 / 600×400 but let glibc
+fragment the never-trimmed heap: 8.9 GB RSS after the 400×600 passes (glibc defaults: ≈1.0-1.7 GB), 16.8 GB
+after the 600×400 ones that followed. With huge pages as well, the ≥ 2 MiB tensors are page-aligned and
+the heap stayed at ≈2.5 GB over eleven images of nine different sizes (bench/dsn/NOTES.md). Maps above
+the threshold (images above ≈262k pixels) are mmapped as before. Environment settings of the user
+(``MALLOC_*_`` variables, ``GLIBC_TUNABLES`` with ``glibc.malloc``) win: then nothing is changed and the
+reason is recorded.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ import sys
 import threading
 from typing import Any, Callable
 
-__all__ = ["MMAP_THRESHOLD", "SETTINGS", "reuse_heap", "allocator_state", "mallopt_function"]
+__all__ = ["ALLOCATOR_CHOICES", "MMAP_THRESHOLD", "SETTINGS", "reuse_heap", "allocator_state", "mallopt_function"]
 
 # glibc <malloc.h>
 M_TRIM_THRESHOLD = -1
@@ -38,6 +41,9 @@ MMAP_THRESHOLD = 128 * 2**20
 #: (name, parameter, value) in the order they are applied
 SETTINGS = (("M_MMAP_THRESHOLD", M_MMAP_THRESHOLD, MMAP_THRESHOLD),   # maps up to 128 MiB from the heap
             ("M_TRIM_THRESHOLD", M_TRIM_THRESHOLD, -1))               # -1: never trim (man mallopt)
+#: ``--set allocator=``: default = reuse_heap on the CPU fast path when torch's huge-page path is on
+#: (bench/large_pages.py), else glibc's settings; reuse_heap = always there; glibc = never
+ALLOCATOR_CHOICES = ("default", "reuse_heap", "glibc")
 _ENV = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_MAX_", "MALLOC_TOP_PAD_")
 
 _lock = threading.Lock()

@@ -229,7 +229,12 @@ class ResidualUnit(_FastInference, nn.Module):
         if self.inplace_now():
             out = self.conv2(_conv_prelu(self.conv1, self.prelu, x, self.fuse_conv_prelu))
             if self.attention_kind is not None:
-                out.mul_((self.so if self.attention_kind == "ca" else self.se).weights(out))
+                w = (self.so if self.attention_kind == "ca" else self.se).weights(out)
+                if self.fuse_conv_prelu:
+                    # x + out * w in one pass over the map instead of two; the kernel may fuse the
+                    # multiply-add (FMA), so last bits may differ -- as they already do on this fused path
+                    return torch.addcmul(x, out, w, out=out)
+                out.mul_(w)
             return out.add_(x)   # x + out == out + x bit for bit
         out = self.conv2(self.prelu(self.conv1(x)))
         if self.attention_kind == "ca":
@@ -304,8 +309,9 @@ class ResidualAttentionSubnet(_FastInference, nn.Module):
             outs.append(unit(inp))
             if i + 1 < len(units):
                 # h_t + x_fi = (x_{k} + x_{k-1} + ... + x_2) + x1, summed newest first as the official code;
-                # in place only into the sum's own buffer (the unit outputs are read again next round)
-                acc, owned = outs[-1], False
+                # in place only into the sum's own buffer (the unit outputs are read again next round),
+                # or, for the last sum, into the newest output, which no later round reads
+                acc, owned = outs[-1], i + 2 == len(units)
                 for prev in reversed(outs[:-1]):
                     acc, owned = _add(acc, prev, inplace and owned), True
                 inp = _add(acc, x1, inplace and owned)
