@@ -26,7 +26,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ENV", "enable_at_startup", "active", "state", "child_environment", "system_mode"]
+from .memstat import proc_kib
+
+__all__ = ["ENV", "enable_at_startup", "active", "state", "child_environment", "system_mode", "offered"]
 
 ENV = "THP_MEM_ALLOC_ENABLE"
 _SYSFS = Path("/sys/kernel/mm/transparent_hugepage/enabled")
@@ -47,6 +49,11 @@ def system_mode(path: Path = _SYSFS) -> str | None:
     return None
 
 
+def offered(mode: str | None = None) -> bool:
+    """Whether the kernel honours ``MADV_HUGEPAGE`` (THP mode ``always`` or ``madvise``, on Linux)."""
+    return sys.platform.startswith("linux") and (system_mode() if mode is None else mode) in ("always", "madvise")
+
+
 def enable_at_startup() -> dict[str, Any]:
     """Put ``THP_MEM_ALLOC_ENABLE=1`` in this process's environment unless the user set it, the kernel
     does not offer THP, or torch was imported already (too late: the allocator has read it)."""
@@ -56,7 +63,7 @@ def enable_at_startup() -> dict[str, Any]:
     mode = system_mode()
     if ENV in os.environ:
         _decision = {"set_by": "user", "value": os.environ[ENV]}
-    elif not sys.platform.startswith("linux") or mode not in ("always", "madvise"):
+    elif not offered(mode):
         _decision = {"set_by": None, "reason": f"kernel THP mode {mode!r} on {sys.platform}: nothing to ask for"}
     elif "torch" in sys.modules:
         _decision = {"set_by": None, "reason": "torch was imported before bench's entry point ran (too late)"}
@@ -70,19 +77,9 @@ def enable_at_startup() -> dict[str, Any]:
 def child_environment(base: dict[str, str] | None = None) -> dict[str, str]:
     """An environment for a worker process that should allocate like a ``bench run`` process."""
     env = dict(os.environ if base is None else base)
-    if ENV not in env and system_mode() in ("always", "madvise"):
+    if ENV not in env and offered():
         env[ENV] = "1"
     return env
-
-
-def _anon_huge_kib() -> int | None:
-    try:
-        for line in Path("/proc/self/smaps_rollup").read_text().splitlines():
-            if line.startswith("AnonHugePages:"):
-                return int(line.split()[1])
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
 
 
 def active() -> bool:
@@ -107,7 +104,7 @@ def state() -> dict[str, Any]:
     out = {"variable": ENV, "value": os.environ.get(ENV), **(_decision or {"set_by": "not asked for by this process"}),
            **_checked}
     out.setdefault("kernel_mode", system_mode())
-    huge = _anon_huge_kib()
+    huge = proc_kib("smaps_rollup", "AnonHugePages")
     if huge is not None:
         out["anon_huge_pages_mib"] = round(huge / 1024, 1)
     return out

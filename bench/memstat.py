@@ -7,13 +7,18 @@ import re
 from pathlib import Path
 
 
-def status_kib(field: str) -> int | None:
-    """A ``/proc/self/status`` field in KiB (``VmRSS``, ``VmHWM``, ...); None where there is none."""
+def proc_kib(name: str, field: str) -> int | None:
+    """A ``field: N kB`` line of ``/proc/self/<name>`` in KiB; None where there is none."""
     try:
-        m = re.search(rf"^{field}:\s+(\d+) kB", Path("/proc/self/status").read_text(), re.M)
+        m = re.search(rf"^{field}:\s+(\d+) kB", Path("/proc/self", name).read_text(), re.M)
     except OSError:
         return None
     return int(m.group(1)) if m else None
+
+
+def status_kib(field: str) -> int | None:
+    """A ``/proc/self/status`` field in KiB (``VmRSS``, ``VmHWM``, ...); None where there is none."""
+    return proc_kib("status", field)
 
 
 def reset_peak() -> bool:

@@ -311,6 +311,11 @@ def measure_conv_peak(device: torch.device, h: int, w: int, warmup: int, runs: i
         out[name] = {**_stats(t), "tflops": 2 * macs / statistics.median(t) / 1e12}
     if worker is not None:
         worker.call("drop")
+    return _pick_reference(out)
+
+
+def _pick_reference(out: dict[str, Any]) -> dict[str, Any]:
+    """Set the reference (``tflops``, ``best_layout``): the best fp32 variant measured, either process."""
     fp32 = [k for k in ("nchw", "channels_last", "nchw" + HEAP, "channels_last" + HEAP) if k in out]
     best = max(fp32, key=lambda k: out[k]["tflops"])
     out["tflops"], out["best_layout"] = out[best]["tflops"], best
@@ -329,11 +334,7 @@ def best_of(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     for k, v in b.items():
         if isinstance(v, dict) and "tflops" in v and v["tflops"] > a[k]["tflops"]:
             out[k] = v
-    variants = [k for k, v in out.items() if isinstance(v, dict) and "tflops" in v and "_tf32" not in k]
-    best = max(variants, key=lambda k: out[k]["tflops"])
-    out["tflops"], out["best_layout"] = out[best]["tflops"], best
-    out["tflops_default_allocator"] = max(out["nchw"]["tflops"], out["channels_last"]["tflops"])
-    return out
+    return _pick_reference(out)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -12,6 +12,11 @@ def _measured(res: dict[str, Any], name: str) -> str:
     return f"measured {meta['measured_at']}" if meta else ""
 
 
+def _rss(process: dict[str, Any]) -> str:
+    mib = process["rss_mib"]
+    return f"RSS {mib.get('VmRSS', float('nan')):.0f} MiB (high-water {mib.get('VmHWM', float('nan')):.0f})"
+
+
 def _enhance_lines(res: dict[str, Any]) -> list[str]:
     lines = ["## Convolution throughput (3x3 64->128 + 128->64, batch 1, fp32)", "", _measured(res, "enhance"), "",
              "| size | NCHW TFLOP/s | channels_last TFLOP/s | NCHW, bench run's process | "
@@ -70,11 +75,8 @@ def _enhance_lines(res: dict[str, Any]) -> list[str]:
                 setting = (f"{setting}, {lp['variable']}={lp['value']} (torch's huge-page path "
                            f"{'on' if lp.get('torch_huge_page_path') else 'off'}, "
                            f"{lp.get('anon_huge_pages_mib', float('nan')):.0f} MiB in huge pages)")
-            lines.append(f"- {size}: parent {next(iter(k for k in par if k != 'rss_mib'))}, RSS "
-                         f"{par['rss_mib'].get('VmRSS', float('nan')):.0f} MiB (high-water "
-                         f"{par['rss_mib'].get('VmHWM', float('nan')):.0f}); worker {setting}, RSS "
-                         f"{wk['rss_mib'].get('VmRSS', float('nan')):.0f} MiB (high-water "
-                         f"{wk['rss_mib'].get('VmHWM', float('nan')):.0f})")
+            lines.append(f"- {size}: parent {next(iter(k for k in par if k != 'rss_mib'))}, {_rss(par)}; "
+                         f"worker {setting}, {_rss(wk)}")
     return lines
 
 

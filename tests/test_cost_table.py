@@ -50,10 +50,10 @@ def test_cost_table_of_three_methods(capsys):
     cached = results_root() / "perf" / "methods" / "cpu-1t" / "zero-dce.json"
     before = json.loads(cached.read_text(encoding="utf-8"))["finished"], cached.stat().st_mtime_ns
     # each child allocates as a `bench run` process does: huge pages asked for before its torch started
-    from bench.large_pages import system_mode
+    from bench.large_pages import offered
 
     pages = json.loads(cached.read_text(encoding="utf-8"))["large_pages"]
-    assert pages["torch_huge_page_path"] is (system_mode() in ("always", "madvise"))
+    assert pages["torch_huge_page_path"] is offered()
     assert main(args) == 0
     assert (json.loads(cached.read_text(encoding="utf-8"))["finished"], cached.stat().st_mtime_ns) == before
     assert main(args[:-6] + ["--runs", "3", "--warmup", "0", "--threads", "1"]) == 0   # other settings: measured

@@ -146,7 +146,7 @@ def test_outputs_are_bit_identical_with_bench_runs_memory_settings(tmp_path):
         out[mode] = torch.load(tmp_path / f"{mode}.pt")
     assert out["glibc"]["allocator"] == {"default": "glibc defaults (reuse_heap not applied)"}
     assert out["glibc"]["pages"]["torch_huge_page_path"] is False
-    huge = large_pages.system_mode() in ("always", "madvise")
+    huge = large_pages.offered()
     assert out["default"]["pages"]["torch_huge_page_path"] is huge
     if huge:                                  # bench run's setting: huge pages, then the heap reuse
         assert out["default"]["allocator"]["mallopt"]["M_MMAP_THRESHOLD"] == 128 * 2**20

@@ -19,7 +19,8 @@ from bench.dsn.model import DSN
 from bench.errors import BenchError
 from bench.imageio import write_png
 from bench.methods.base import TrainPair, build_config
-from bench.training import Batch, Trainer, latest_state
+from bench.training import Batch, latest_state
+from train_pairs import crash_after
 
 torch.set_num_threads(1)
 
@@ -215,10 +216,7 @@ def test_training_resumes_bit_identically(tmp_path, rng, monkeypatch, memory):
     assert straight.model.memory == memory
     out = tmp_path / "b"
     with monkeypatch.context() as mp:
-        def boom(self, it):
-            if it == 5:
-                raise RuntimeError("power cut")
-        mp.setattr(Trainer, "_on_iteration_end", boom)
+        crash_after(mp, 5)
         with pytest.raises(RuntimeError):
             _tiny(memory).train(pairs, [], out, seed=7, progress=False)
     assert latest_state(out).name == "state_00000004.pt"

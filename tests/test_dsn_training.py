@@ -23,7 +23,7 @@ from bench.training import (
     latest_state,
     save_torch,
 )
-from train_pairs import ArrayPair
+from train_pairs import ArrayPair, crash_after
 
 torch.set_num_threads(1)
 
@@ -227,10 +227,7 @@ def test_interrupted_training_resumes_bit_identically(tmp_path, rng, monkeypatch
     out = tmp_path / "b"
     with monkeypatch.context() as mp:
         if how == "crash":  # a hard failure after iteration 5: resume from the periodic checkpoint at 4
-            def boom(self, it):
-                if it == 5:
-                    raise RuntimeError("power cut")
-            mp.setattr(Trainer, "_on_iteration_end", boom)
+            crash_after(mp, 5)
             with pytest.raises(RuntimeError):
                 _tiny().train(pairs, [], out, seed=7, progress=False)
             assert latest_state(out).name == "state_00000004.pt"

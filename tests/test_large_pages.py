@@ -25,6 +25,7 @@ def test_the_kernel_mode_is_read_from_sysfs(tmp_path):
     f.write_text("[never]\n")
     assert large_pages.system_mode(f) == "never"
     assert large_pages.system_mode(tmp_path / "missing") is None
+    assert large_pages.offered("madvise") is sys.platform.startswith("linux") and not large_pages.offered("never")
 
 
 def test_startup_sets_the_variable_only_when_it_can_still_work(fresh):
@@ -91,7 +92,7 @@ def test_in_a_fresh_process_torch_really_takes_its_huge_page_path(user):
                                     check=True, timeout=120).stdout)
     if user == "0":
         assert rec["set_by"] == "user" and rec["torch_huge_page_path"] is False
-    elif large_pages.system_mode() in ("always", "madvise"):
+    elif large_pages.offered():
         assert rec["set_by"] == "bench" and rec["value"] == "1" and rec["torch_huge_page_path"] is True
     else:
         assert rec["set_by"] is None and rec["torch_huge_page_path"] is False

@@ -28,11 +28,11 @@ def test_perf_dsn_runs_every_section_then_merges_a_partial_rerun(tmp_path, monke
     assert "channels_last_heap" in res["conv_peak"]["9x13"]
     assert res["conv_peak"]["9x13"]["measurements"] == 2                # before and after the passes
     # the worker is set up like a `bench run` process: huge pages asked for before its torch started
-    from bench.large_pages import system_mode
+    from bench.large_pages import offered
 
     lp = alloc["worker"]["large_pages"]
     assert lp["variable"] == "THP_MEM_ALLOC_ENABLE"
-    assert lp["torch_huge_page_path"] is (system_mode() in ("always", "madvise"))
+    assert lp["torch_huge_page_path"] is offered()
     rows = res["tiling"]["sizes"]
     assert [r["size"] for r in rows] == ["14x18", "28x36"]
     # the same 12x12 tile at 4x the pixels: the tiled peak grows only by the output buffer

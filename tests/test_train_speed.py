@@ -21,8 +21,8 @@ from bench.dsn.adapter import DSNMethod
 from bench.errors import BenchError
 from bench.methods.base import build_config
 from bench.train_speed import PrefetchSampler, TrainSpeed, compile_unavailable
-from bench.training import CropSampler, Trainer, TrainSettings, WholeImageSampler, latest_state
-from train_pairs import ArrayPair, png_pairs
+from bench.training import CropSampler, TrainSettings, WholeImageSampler, latest_state
+from train_pairs import ArrayPair, crash_after, png_pairs
 
 torch.set_num_threads(1)
 
@@ -127,10 +127,7 @@ def test_loader_workers_train_bit_identically(tmp_path, disk_pairs, reference):
 def test_loader_workers_resume_exactly_after_a_crash(tmp_path, disk_pairs, reference, monkeypatch):
     ref_w, ref_log, _ = reference
     with monkeypatch.context() as mp:
-        def boom(self, it):
-            if it == 3:
-                raise RuntimeError("power cut")
-        mp.setattr(Trainer, "_on_iteration_end", boom)
+        crash_after(mp, 3)
         with pytest.raises(RuntimeError):
             _train(tmp_path, "crash", disk_pairs, loader_workers=3)
     assert latest_state(tmp_path / "crash").name == "state_00000002.pt"
@@ -229,10 +226,7 @@ def test_options_are_part_of_the_identity_only_when_on():
                                     ("optimizer_impl", "fused"), ("compile", "default"), ("tf32", "true")])
 def test_resume_with_another_speed_setting_is_refused(tmp_path, disk_pairs, monkeypatch, option):
     with monkeypatch.context() as mp:
-        def boom(self, it):
-            if it == 2:
-                raise RuntimeError("power cut")
-        mp.setattr(Trainer, "_on_iteration_end", boom)
+        crash_after(mp, 2)
         with pytest.raises(RuntimeError):
             _train(tmp_path, "run", disk_pairs)
     assert latest_state(tmp_path / "run").name == "state_00000002.pt"

@@ -1,4 +1,4 @@
-"""Training examples for the tests: in-memory pairs and small synthetic PNG pairs on disk."""
+"""Training examples for the tests: in-memory pairs, small synthetic PNG pairs on disk, and a crash mid-run."""
 
 from __future__ import annotations
 
@@ -36,3 +36,14 @@ def png_pairs(folder: Path, sizes, seed: int = 11) -> list[TrainPair]:
         Image.fromarray(high).save(hp)
         out.append(TrainPair(f"p{i}", lp, hp))
     return out
+
+
+def crash_after(mp, iteration: int) -> None:
+    """Make every Trainer raise ``RuntimeError("power cut")`` at the end of ``iteration`` (``mp``: a
+    ``monkeypatch.context()``, so the crash ends with the block)."""
+    from bench.training import Trainer
+
+    def boom(self, it):
+        if it == iteration:
+            raise RuntimeError("power cut")
+    mp.setattr(Trainer, "_on_iteration_end", boom)
